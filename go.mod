@@ -1,0 +1,3 @@
+module github.com/mxprobe/mxprobe
+
+go 1.26
