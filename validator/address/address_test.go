@@ -153,7 +153,7 @@ func TestParseInvalid(t *testing.T) {
 		{name: "domain leading dot", in: "a@.example.com", wantReason: "domain starts with a dot"},
 		{name: "empty label", in: "a@example..com", wantReason: "empty label"},
 		{name: "numeric TLD", in: "a@192.0.2.1", wantReason: "top-level domain is all digits"},
-		{name: "IDN disallowed symbol", in: "a@☃\u0000.com", wantReason: "NUL"},
+		{name: "NUL in IDN domain", in: "a@☃\u0000.com", wantReason: "NUL"},
 		{name: "IDN fullwidth less-than", in: "a@ex\uff1cample.com", wantReason: "not a valid internationalized name"},
 		{name: "IDN leading hyphen", in: "a@-bücher.de", wantReason: "not a valid internationalized name"},
 		{name: "unclosed literal", in: "a@[192.0.2.1", wantReason: "must end with ']'"},
