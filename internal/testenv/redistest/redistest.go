@@ -159,8 +159,12 @@ func sanitize(name string) string {
 // Server is a private redis-server for one test, for tests that kill or
 // restart Redis under a client.
 type Server struct {
-	port int
-	dir  string
+	port  int
+	dir   string
+	extra []string // more redis-server arguments
+
+	logMu   sync.Mutex
+	waiters []logWaiter
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -176,6 +180,77 @@ func StartServer(t testing.TB) *Server {
 	}
 	t.Cleanup(s.stop)
 	return s
+}
+
+// StartCluster starts a private one-node Redis Cluster holding all 16384
+// slots, stopped at cleanup. One node is enough to test cluster rules: a
+// node in cluster mode refuses a script or transaction whose keys lie in
+// different slots (CROSSSLOT) even when it owns them all.
+func StartCluster(t testing.TB) *Server {
+	t.Helper()
+	// The cluster bus defaults to port+10000, which may be taken or beyond
+	// 65535: give it a free port of its own.
+	bus, err := freePort()
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	s, err := start(0, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", strconv.Itoa(bus))
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(s.stop)
+	ok := s.waitLog("cluster state changed: ok")
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	if err := c.Do(context.Background(), "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatalf("redistest: assign slots: %v", err)
+	}
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case <-ok:
+	case <-timer.C:
+		t.Fatal("redistest: cluster state did not become ok")
+	}
+	return s
+}
+
+// ClusterClient returns a cluster client for this server, closed at cleanup.
+func (s *Server) ClusterClient(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{s.Addr()}})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+type logWaiter struct {
+	substr string
+	ch     chan struct{}
+}
+
+// waitLog returns a channel closed when the server logs a line containing
+// substr (case-insensitive); register before causing the event.
+func (s *Server) waitLog(substr string) <-chan struct{} {
+	ch := make(chan struct{})
+	s.logMu.Lock()
+	s.waiters = append(s.waiters, logWaiter{strings.ToLower(substr), ch})
+	s.logMu.Unlock()
+	return ch
+}
+
+func (s *Server) logLine(line string) {
+	line = strings.ToLower(line)
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	kept := s.waiters[:0]
+	for _, w := range s.waiters {
+		if strings.Contains(line, w.substr) {
+			close(w.ch)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	s.waiters = kept
 }
 
 // URL returns the server's URL (redis://127.0.0.1:port/0).
@@ -215,7 +290,7 @@ func (s *Server) Restart(t testing.TB) {
 // start picks a free loopback port and launches redis-server on it. Between
 // closing our probe listener and redis-server binding the port another
 // process may take it; then redis-server exits early and we try a new port.
-func start(port int) (*Server, error) {
+func start(port int, extra ...string) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server not found on PATH (install the redis-server package, or set %s to an existing Redis): %w", EnvURL, err)
 	}
@@ -231,7 +306,7 @@ func start(port int) (*Server, error) {
 				return nil, err
 			}
 		}
-		s := &Server{port: p, dir: dir}
+		s := &Server{port: p, dir: dir, extra: extra}
 		if lastErr = s.launch(); lastErr == nil {
 			return s, nil
 		}
@@ -262,6 +337,7 @@ func (s *Server) launch() error {
 		"--logfile", "",
 		"--loglevel", "notice",
 	)
+	cmd.Args = append(cmd.Args, s.extra...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -279,6 +355,7 @@ func (s *Server) launch() error {
 		signalled := false
 		for sc.Scan() {
 			line := sc.Text()
+			s.logLine(line)
 			logMu.Lock()
 			logTail = append(logTail, line)
 			if len(logTail) > 20 {

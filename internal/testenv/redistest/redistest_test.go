@@ -69,3 +69,21 @@ func TestServerKillRestart(t *testing.T) {
 		t.Fatal("data survived a restart with persistence off")
 	}
 }
+
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := redistest.StartCluster(t)
+	c := s.ClusterClient(t)
+	if err := c.Set(ctx, "{a}x", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Cluster rules are enforced: keys of one script must share a slot.
+	err := c.Eval(ctx, "return redis.call('MGET', KEYS[1], KEYS[2])", []string{"a", "b"}).Err()
+	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("cross-slot script: %v; want CROSSSLOT", err)
+	}
+	if err := c.Eval(ctx, "return redis.call('MGET', KEYS[1], KEYS[2])", []string{"{a}x", "{a}y"}).Err(); err != nil {
+		t.Fatalf("same-slot script: %v", err)
+	}
+}
