@@ -20,7 +20,8 @@ type Limit struct {
 	// period. Required, ≥ 1.
 	Burst int
 	// Sessions is the number of concurrent SMTP sessions allowed per MX host
-	// of the group. 0 means DefaultSessions.
+	// of the group. 0 means Config.Default's Sessions, and in Config.Default
+	// itself DefaultSessions.
 	Sessions int
 }
 

@@ -321,6 +321,12 @@ func (l *Limiter) CoolDown(ctx context.Context, egress, group, reason string) (t
 // Resume ends a pause early (an operator's decision). The step count is kept,
 // so a new block soon after still escalates.
 func (l *Limiter) Resume(ctx context.Context, egress, group string) error {
+	if err := checkEgress(egress); err != nil {
+		return fmt.Errorf("ratelimit: egress %q: %w", egress, err)
+	}
+	if err := checkName(group); err != nil {
+		return fmt.Errorf("ratelimit: group %q: %w", group, err)
+	}
 	if err := l.rdb.Del(ctx, l.tag(egress, group)+":cd").Err(); err != nil {
 		return fmt.Errorf("ratelimit: resume %s via %s: %w", group, egress, err)
 	}
