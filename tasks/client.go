@@ -1,0 +1,321 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/validator/address"
+)
+
+// MaxRetryCeiling is the asynq MaxRetry every validation task carries. The
+// worker's own retry policy decides when a verdict is final and must stay
+// below it: asynq archives a task whose retries are used up on ANY error,
+// even a rate-limit denial that IsFailure calls harmless, so the spare room
+// keeps denials on a last attempt from archiving the task.
+const MaxRetryCeiling = 100
+
+// Per-attempt execution bounds asynq enforces (its default is 30 minutes).
+const (
+	ValidateTimeout = 10 * time.Minute
+	CallbackTimeout = 2 * time.Minute
+)
+
+// RequestError is returned by Enqueue for a request that can never succeed;
+// no task was created.
+type RequestError struct {
+	Field  string // "address", "callback_url", "metadata", "queue", "request_id"
+	Reason string
+	Err    error
+}
+
+func (e *RequestError) Error() string { return e.Field + ": " + e.Reason }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// ErrBadRequest matches every *RequestError with errors.Is.
+var ErrBadRequest = errors.New("bad validation request")
+
+func (e *RequestError) Is(target error) bool { return target == ErrBadRequest }
+
+// ErrNotFound: no task with that id exists (never did, or its retention
+// ended).
+var ErrNotFound = errors.New("validation not found")
+
+// Request is one address to validate.
+type Request struct {
+	Address string
+	// CallbackURL receives the signed result when it is final (optional).
+	CallbackURL string
+	// Metadata is any JSON object, echoed in the result and the callback.
+	Metadata json.RawMessage
+	// RequestID is the producer's own id, echoed back (optional).
+	RequestID string
+}
+
+// Client is the producer side: enqueue validations, read their results. It is
+// safe for concurrent use.
+type Client struct {
+	ac        *asynq.Client
+	insp      *asynq.Inspector
+	retention time.Duration
+	queue     string
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// WithRetention keeps completed results readable for d (default 24 h).
+func WithRetention(d time.Duration) ClientOption { return func(c *Client) { c.retention = d } }
+
+// WithDefaultQueue sets the queue used when Enqueue names none.
+func WithDefaultQueue(q string) ClientOption { return func(c *Client) { c.queue = q } }
+
+// NewClient returns a Client on rdb; Close does not close rdb.
+func NewClient(rdb redis.UniversalClient, opts ...ClientOption) *Client {
+	c := &Client{
+		ac:        asynq.NewClientFromRedisClient(rdb),
+		insp:      asynq.NewInspectorFromRedisClient(rdb),
+		retention: 24 * time.Hour,
+		queue:     QueueDefault,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Close releases the client's resources (not the Redis client).
+func (c *Client) Close() error { return nil }
+
+// Option adjusts one Enqueue call.
+type Option func(*enqueueOptions)
+
+type enqueueOptions struct {
+	queue      string
+	respondBy  time.Time
+	fresh      bool
+	transcript bool
+	delay      time.Duration
+}
+
+// Queue puts the task in QueueCritical, QueueDefault or QueueBulk.
+func Queue(name string) Option { return func(o *enqueueOptions) { o.queue = name } }
+
+// Deadline is when the producer stops caring: a verdict that is not final by
+// then (a greylisted address still waiting for its retry, say) becomes a
+// final unknown and the callback fires.
+func Deadline(t time.Time) Option { return func(o *enqueueOptions) { o.respondBy = t } }
+
+// NoDedupe makes this request probe on its own: it neither reads the result
+// cache nor shares a probe already in flight for the same address.
+func NoDedupe() Option { return func(o *enqueueOptions) { o.fresh = true } }
+
+// WithTranscript asks for the timestamped SMTP conversation in the result.
+func WithTranscript() Option { return func(o *enqueueOptions) { o.transcript = true } }
+
+// ProcessIn delays the first attempt.
+func ProcessIn(d time.Duration) Option { return func(o *enqueueOptions) { o.delay = d } }
+
+// Enqueue validates req, then queues it. A request that can never succeed —
+// a syntactically bad address, a malformed callback URL or metadata — is
+// refused with a *RequestError and creates no task. The returned ID is the
+// task id (stable across retries, carried in results and callbacks).
+func (c *Client) Enqueue(ctx context.Context, req Request, opts ...Option) (string, error) {
+	o := enqueueOptions{queue: c.queue}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := buildPayload(req, o)
+	if err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("encoding payload: %w", err)
+	}
+	id := o.queue + "_" + uuid.NewString()
+	aopts := []asynq.Option{
+		asynq.Queue(o.queue),
+		asynq.TaskID(id),
+		asynq.MaxRetry(MaxRetryCeiling),
+		asynq.Timeout(ValidateTimeout),
+		asynq.Retention(c.retention),
+	}
+	if o.delay > 0 {
+		aopts = append(aopts, asynq.ProcessIn(o.delay))
+	}
+	if _, err := c.ac.EnqueueContext(ctx, asynq.NewTask(TypeValidate, body), aopts...); err != nil {
+		return "", fmt.Errorf("enqueue: %w", err)
+	}
+	return id, nil
+}
+
+func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
+	p := ValidatePayload{V: PayloadVersion, RequestID: req.RequestID, Input: req.Address,
+		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC()}
+	if !validQueue(o.queue) {
+		return p, &RequestError{Field: "queue", Reason: fmt.Sprintf("unknown queue %q (want critical, default or bulk)", o.queue)}
+	}
+	a, err := address.Parse(req.Address)
+	if err != nil {
+		return p, &RequestError{Field: "address", Reason: err.Error(), Err: err}
+	}
+	p.Address = a.String()
+	if req.CallbackURL != "" {
+		if err := CheckCallbackURL(req.CallbackURL); err != nil {
+			return p, &RequestError{Field: "callback_url", Reason: err.Error(), Err: err}
+		}
+		p.CallbackURL = req.CallbackURL
+	}
+	if len(req.Metadata) > 0 {
+		if len(req.Metadata) > MaxMetadataBytes {
+			return p, &RequestError{Field: "metadata", Reason: fmt.Sprintf("larger than %d bytes", MaxMetadataBytes)}
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(req.Metadata, &obj); err != nil {
+			return p, &RequestError{Field: "metadata", Reason: "must be a JSON object", Err: err}
+		}
+		p.Metadata = req.Metadata
+	}
+	if len(req.RequestID) > 200 || strings.ContainsAny(req.RequestID, "\r\n\x00") {
+		return p, &RequestError{Field: "request_id", Reason: "at most 200 characters, no control characters"}
+	}
+	return p, nil
+}
+
+func validQueue(q string) bool {
+	for _, name := range Queues {
+		if q == name {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckCallbackURL checks the form of a callback URL: absolute http or https,
+// a host, no credentials, bounded length. Whether the host may be reached (no
+// loopback, private or link-local addresses) is decided by the worker when it
+// dials, after DNS, where it cannot be fooled by a name that resolves late.
+func CheckCallbackURL(raw string) error {
+	if len(raw) > 2048 {
+		return errors.New("longer than 2048 characters")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("scheme %q: only http and https are allowed", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return errors.New("no host")
+	}
+	if u.User != nil {
+		return errors.New("credentials in the URL are not allowed; use the signature to authenticate")
+	}
+	if u.Fragment != "" {
+		return errors.New("fragments are not sent to servers")
+	}
+	return nil
+}
+
+// Status is what Get knows of a validation.
+type Status struct {
+	ID    string `json:"id"`
+	Queue string `json:"queue"`
+	// State is asynq's: pending, scheduled, active, retry, completed,
+	// archived (the last only for a task a worker could not even decode).
+	State         string    `json:"state"`
+	Retried       int       `json:"retried"`
+	LastError     string    `json:"last_error,omitempty"`
+	NextProcessAt time.Time `json:"next_process_at,omitzero"`
+	// Result is the latest result, nil before the first attempt ends.
+	Result *Result `json:"result,omitempty"`
+}
+
+// Done reports whether the validation has ended for good.
+func (s Status) Done() bool {
+	return (s.Result != nil && s.Result.Final) || s.State == "archived"
+}
+
+// Get returns the state and latest result of a validation, ErrNotFound for an
+// id that does not exist.
+func (c *Client) Get(ctx context.Context, id string) (Status, error) {
+	queue, ok := queueOf(id)
+	if !ok {
+		return Status{}, ErrNotFound
+	}
+	if err := ctx.Err(); err != nil {
+		return Status{}, err
+	}
+	info, err := c.insp.GetTaskInfo(queue, id)
+	if err != nil {
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+			return Status{}, ErrNotFound
+		}
+		return Status{}, err
+	}
+	st := Status{ID: id, Queue: queue, State: info.State.String(), Retried: info.Retried,
+		LastError: info.LastErr, NextProcessAt: info.NextProcessAt}
+	if len(info.Result) > 0 {
+		var r Result
+		if err := json.Unmarshal(info.Result, &r); err != nil {
+			return st, fmt.Errorf("stored result of %s: %w", id, err)
+		}
+		st.Result = &r
+	}
+	return st, nil
+}
+
+// Wait blocks until the validation's result is final or ctx ends, for
+// synchronous sign-up flows ("check before creating the account, but answer
+// within 10 seconds"). On ctx's end it returns the latest Status with
+// ctx.Err(), so the caller can still show a provisional verdict.
+func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
+	delay := 20 * time.Millisecond
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var last Status
+	for {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-t.C:
+		}
+		st, err := c.Get(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			return st, err
+		}
+		last = st
+		if st.Done() {
+			return st, nil
+		}
+		// Poll quickly at first (a probe of a responsive server takes well
+		// under a second), then back off so idle waiters cost little Redis.
+		t.Reset(delay)
+		if delay < 500*time.Millisecond {
+			delay = delay * 3 / 2
+		}
+	}
+}
+
+// queueOf recovers the queue from a task id ("default_<uuid>"), so Get costs
+// one lookup instead of one per queue.
+func queueOf(id string) (string, bool) {
+	q, rest, ok := strings.Cut(id, "_")
+	if !ok || rest == "" || !validQueue(q) {
+		return "", false
+	}
+	return q, true
+}

@@ -1,0 +1,150 @@
+package tasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// newClient gives each test its own Redis server: asynq's keys cannot be
+// prefixed, so isolation is by server.
+func newClient(t *testing.T) (*tasks.Client, *asynq.Inspector) {
+	t.Helper()
+	srv := redistest.StartServer(t)
+	rdb := srv.Client(t)
+	return tasks.NewClient(rdb), asynq.NewInspectorFromRedisClient(rdb)
+}
+
+func TestEnqueueStoresNormalisedPayload(t *testing.T) {
+	t.Parallel()
+	c, insp := newClient(t)
+	ctx := context.Background()
+	id, err := c.Enqueue(ctx, tasks.Request{Address: "Alice@Bücher.DE", CallbackURL: "https://hooks.example.com/x",
+		Metadata: json.RawMessage(`{"user":42}`), RequestID: "r-1"}, tasks.Queue(tasks.QueueCritical), tasks.WithTranscript())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(id, "critical_") {
+		t.Errorf("id %q does not name its queue", id)
+	}
+	info, err := insp.GetTaskInfo(tasks.QueueCritical, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.MaxRetry != tasks.MaxRetryCeiling {
+		t.Errorf("MaxRetry = %d, want %d (never 0: asynq archives at once)", info.MaxRetry, tasks.MaxRetryCeiling)
+	}
+	if info.Retention <= 0 {
+		t.Errorf("Retention = %v, want > 0 so results stay readable", info.Retention)
+	}
+	p, err := tasks.DecodeValidatePayload(info.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Address != "Alice@xn--bcher-kva.de" || p.Input != "Alice@Bücher.DE" || !p.Transcript || p.RequestID != "r-1" {
+		t.Errorf("payload = %+v", p)
+	}
+	st, err := c.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "pending" || st.Result != nil || st.Done() {
+		t.Errorf("status = %+v, want pending without result", st)
+	}
+}
+
+func TestEnqueueRefusesBadRequests(t *testing.T) {
+	t.Parallel()
+	c, insp := newClient(t)
+	tests := []struct {
+		name      string
+		req       tasks.Request
+		opts      []tasks.Option
+		wantField string
+	}{
+		{"no at sign", tasks.Request{Address: "alice.example.com"}, nil, "address"},
+		{"injection", tasks.Request{Address: "a@b.com>\r\nRCPT TO:<c@d.com"}, nil, "address"},
+		{"empty", tasks.Request{}, nil, "address"},
+		{"ftp callback", tasks.Request{Address: "a@example.com", CallbackURL: "ftp://x/y"}, nil, "callback_url"},
+		{"callback with credentials", tasks.Request{Address: "a@example.com", CallbackURL: "https://u:p@x.com/"}, nil, "callback_url"},
+		{"callback without host", tasks.Request{Address: "a@example.com", CallbackURL: "https:///path"}, nil, "callback_url"},
+		{"metadata array", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`[1,2]`)}, nil, "metadata"},
+		{"metadata broken", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`{"a":`)}, nil, "metadata"},
+		{"metadata huge", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`{"a":"` + strings.Repeat("x", tasks.MaxMetadataBytes) + `"}`)}, nil, "metadata"},
+		{"unknown queue", tasks.Request{Address: "a@example.com"}, []tasks.Option{tasks.Queue("urgent")}, "queue"},
+		{"request id with newline", tasks.Request{Address: "a@example.com", RequestID: "a\nb"}, nil, "request_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			id, err := c.Enqueue(context.Background(), tt.req, tt.opts...)
+			var re *tasks.RequestError
+			if !errors.As(err, &re) || !errors.Is(err, tasks.ErrBadRequest) {
+				t.Fatalf("Enqueue = %q, %v; want a *RequestError", id, err)
+			}
+			if re.Field != tt.wantField {
+				t.Errorf("field = %q, want %q (%v)", re.Field, tt.wantField, err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, q := range tasks.Queues {
+			if qi, err := insp.GetQueueInfo(q); err == nil && qi.Size > 0 {
+				t.Errorf("queue %s holds %d tasks after refused requests", q, qi.Size)
+			}
+		}
+	})
+}
+
+func TestGetUnknownIDs(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t)
+	for _, id := range []string{"", "nonsense", "default_", "default_0000", "urgent_1234", "../../etc"} {
+		if _, err := c.Get(context.Background(), id); !errors.Is(err, tasks.ErrNotFound) {
+			t.Errorf("Get(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+func TestWaitHonoursContext(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t)
+	id, err := c.Enqueue(context.Background(), tasks.Request{Address: "a@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // nobody works the queue: Wait must give up with ctx's error
+	if _, err := c.Wait(ctx, id); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v, want context.Canceled", err)
+	}
+}
+
+func TestDecodePayloadRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, in string }{
+		{"not json", `hello`},
+		{"wrong version", `{"v":2,"address":"a@b.c","input":"a@b.c"}`},
+		{"no address", `{"v":1,"input":"x"}`},
+		{"unknown field", `{"v":1,"address":"a@b.c","input":"a@b.c","evil":true}`},
+		{"trailing data", `{"v":1,"address":"a@b.c","input":"a@b.c"}{}`},
+	} {
+		if _, err := tasks.DecodeValidatePayload([]byte(tt.in)); err == nil {
+			t.Errorf("%s: DecodeValidatePayload accepted %s", tt.name, tt.in)
+		}
+	}
+	for _, in := range []string{`{}`, `{"v":1,"url":"http://x","event_id":"e"}`, `[]`} {
+		if _, err := tasks.DecodeCallbackPayload([]byte(in)); err == nil {
+			t.Errorf("DecodeCallbackPayload accepted %s", in)
+		}
+	}
+}
