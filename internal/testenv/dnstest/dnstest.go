@@ -129,7 +129,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	zone    map[string][]dns.RR
-	behave  map[string]behaviour
+	behave  map[bkey]behaviour
 	queries []Query
 	waiters map[string][]chan struct{}
 	negTTL  uint32
@@ -143,7 +143,7 @@ func Start(tb testing.TB, zone Zone) *Server {
 	s := &Server{
 		done:    make(chan struct{}),
 		zone:    make(map[string][]dns.RR),
-		behave:  make(map[string]behaviour),
+		behave:  make(map[bkey]behaviour),
 		waiters: make(map[string][]chan struct{}),
 		negTTL:  60,
 	}
@@ -263,50 +263,91 @@ func (s *Server) SetNegativeTTL(seconds uint32) {
 	s.mu.Unlock()
 }
 
-func (s *Server) update(name string, f func(*behaviour)) {
+// bkey selects the queries a behaviour applies to; qtype 0 means any type.
+type bkey struct {
+	name  string
+	qtype uint16
+}
+
+// Faults sets misbehaviour for queries of one type; see Server.Only.
+type Faults struct {
+	s     *Server
+	qtype uint16
+}
+
+// Only returns a view whose methods make only queries of type qtype
+// misbehave, e.g. srv.Only(dns.TypeAAAA).Fail("mx1.example.test."): the MX
+// and A answers stay good while AAAA gets SERVFAIL. A type-specific setting
+// wins over one for every type.
+func (s *Server) Only(qtype uint16) *Faults { return &Faults{s: s, qtype: qtype} }
+
+func (f *Faults) update(name string, fn func(*behaviour)) {
+	s := f.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := key(name)
+	k := bkey{key(name), f.qtype}
 	b, ok := s.behave[k]
 	if !ok {
 		b = behaviour{rcode: -1}
 	}
-	f(&b)
+	fn(&b)
 	s.behave[k] = b
+}
+
+// SetRcode makes matching queries for name (or All) answer with rcode and no
+// records, e.g. dns.RcodeRefused.
+func (f *Faults) SetRcode(name string, rcode int) {
+	f.update(name, func(b *behaviour) { b.rcode = rcode })
+}
+
+// Fail makes matching queries for name answer SERVFAIL.
+func (f *Faults) Fail(name string) { f.SetRcode(name, dns.RcodeServerFailure) }
+
+// Truncate makes UDP answers for name empty with the TC bit set; TCP answers
+// stay complete, so a client must retry over TCP (RFC 7766 §5).
+func (f *Faults) Truncate(name string) {
+	f.update(name, func(b *behaviour) { b.truncate = true })
+}
+
+// Drop makes the server never answer matching queries, so clients time out.
+func (f *Faults) Drop(name string) {
+	f.update(name, func(b *behaviour) { b.drop = true })
+}
+
+// Delay holds each matching answer for d (released early by Close).
+func (f *Faults) Delay(name string, d time.Duration) {
+	f.update(name, func(b *behaviour) { b.delay = d })
+}
+
+// Heal clears what was set for name through this view (with All, what was
+// set for All; names set one by one keep theirs).
+func (f *Faults) Heal(name string) {
+	f.s.mu.Lock()
+	delete(f.s.behave, bkey{key(name), f.qtype})
+	f.s.mu.Unlock()
 }
 
 // SetRcode makes every query for name (or All) answer with rcode and no
 // records, e.g. dns.RcodeRefused.
-func (s *Server) SetRcode(name string, rcode int) {
-	s.update(name, func(b *behaviour) { b.rcode = rcode })
-}
+func (s *Server) SetRcode(name string, rcode int) { s.Only(0).SetRcode(name, rcode) }
 
 // Fail makes queries for name answer SERVFAIL.
-func (s *Server) Fail(name string) { s.SetRcode(name, dns.RcodeServerFailure) }
+func (s *Server) Fail(name string) { s.Only(0).Fail(name) }
 
 // Truncate makes UDP answers for name empty with the TC bit set; TCP answers
 // stay complete, so a client must retry over TCP (RFC 7766 §5).
-func (s *Server) Truncate(name string) {
-	s.update(name, func(b *behaviour) { b.truncate = true })
-}
+func (s *Server) Truncate(name string) { s.Only(0).Truncate(name) }
 
 // Drop makes the server never answer queries for name, so clients time out.
-func (s *Server) Drop(name string) {
-	s.update(name, func(b *behaviour) { b.drop = true })
-}
+func (s *Server) Drop(name string) { s.Only(0).Drop(name) }
 
 // Delay holds each answer for name for d (released early by Close).
-func (s *Server) Delay(name string, d time.Duration) {
-	s.update(name, func(b *behaviour) { b.delay = d })
-}
+func (s *Server) Delay(name string, d time.Duration) { s.Only(0).Delay(name, d) }
 
-// Heal clears every behaviour set for name (or, with All, the one set for
-// All; names set one by one keep theirs).
-func (s *Server) Heal(name string) {
-	s.mu.Lock()
-	delete(s.behave, key(name))
-	s.mu.Unlock()
-}
+// Heal clears the behaviour set for name for every type (with All, the one
+// set for All; names set one by one keep theirs). Settings made through Only
+// are cleared through Only.
+func (s *Server) Heal(name string) { s.Only(0).Heal(name) }
 
 // Queries returns a copy of every question received so far, in order.
 func (s *Server) Queries() []Query {
@@ -373,12 +414,12 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		delete(s.waiters, k)
 	}
-	b, ok := s.behave[name]
-	if !ok {
-		b, ok = s.behave[All]
-	}
-	if !ok {
-		b = behaviour{rcode: -1}
+	b := behaviour{rcode: -1}
+	for _, k := range []bkey{{name, q.Qtype}, {name, 0}, {All, q.Qtype}, {All, 0}} {
+		if v, ok := s.behave[k]; ok {
+			b = v
+			break
+		}
 	}
 	m := s.answer(req, name, q.Qtype)
 	s.mu.Unlock()

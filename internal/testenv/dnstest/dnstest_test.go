@@ -106,6 +106,16 @@ func TestBehaviours(t *testing.T) {
 		{name: "add appends", setup: func(s *dnstest.Server) { s.Add("example.test.", dnstest.MX("mx3.example.test.", 5)) }, netw: "udp", wantN: 3},
 		{name: "remove", setup: func(s *dnstest.Server) { s.Remove("example.test."); s.Set("example.test.") }, netw: "udp"},
 		{name: "remove leaf", setup: func(s *dnstest.Server) { s.Remove("mx1.example.test.") }, qname: "mx1.example.test.", netw: "udp", wantRcode: dns.RcodeNameError},
+		{name: "only other type fails", setup: func(s *dnstest.Server) { s.Only(dns.TypeA).Fail("example.test.") }, netw: "udp", wantN: 2},
+		{name: "only this type fails", setup: func(s *dnstest.Server) { s.Only(dns.TypeMX).Fail(dnstest.All) }, netw: "udp", wantRcode: dns.RcodeServerFailure},
+		{name: "type-specific wins", setup: func(s *dnstest.Server) {
+			s.Fail("example.test.")
+			s.Only(dns.TypeMX).SetRcode("example.test.", dns.RcodeRefused)
+		}, netw: "udp", wantRcode: dns.RcodeRefused},
+		{name: "only healed", setup: func(s *dnstest.Server) {
+			s.Only(dns.TypeMX).Drop("example.test.")
+			s.Only(dns.TypeMX).Heal("example.test.")
+		}, netw: "udp", wantN: 2},
 		{name: "delay", setup: func(s *dnstest.Server) { s.Delay("example.test.", time.Millisecond) }, netw: "udp", wantN: 2},
 	}
 	for _, tt := range tests {
