@@ -375,6 +375,37 @@ func TestResolveMXTruncatedRetriesOverTCP(t *testing.T) {
 	}
 }
 
+func TestResolveMXUsesEDNS0(t *testing.T) {
+	t.Parallel()
+	z := baseZone()
+	var mxs []dns.RR
+	for i := range 30 { // ~1 kB: over the 512 bytes of plain DNS, under EDNS0's 1232
+		mxs = append(mxs, dnstest.MX(fmt.Sprintf("host-number-%02d.mx.test.", i), uint16(i)))
+	}
+	z["example.test."] = mxs
+	b := setupDNS(t, z, func(c *DNSConfig) { c.MaxMXHosts = 1 })
+	_, _ = b.r.ResolveMX(t.Context(), "example.test")
+	q := b.srv.Queries()
+	if len(q) == 0 || q[0] != (dnstest.Query{Name: "example.test.", Type: dns.TypeMX, Net: "udp", UDPSize: ednsUDPSize}) {
+		t.Fatalf("first query %+v, want MX over UDP with EDNS0 size %d", q, ednsUDPSize)
+	}
+	if n := b.srv.Count("example.test.", dns.TypeMX); n != 1 {
+		t.Errorf("%d MX queries, want 1 (answer fits the EDNS0 buffer, no TCP retry)", n)
+	}
+}
+
+func TestResolveMXServerWithoutEDNS0(t *testing.T) {
+	t.Parallel()
+	z := baseZone()
+	z["example.test."] = []dns.RR{dnstest.MX("a.mx.test.", 10)}
+	b := setupDNS(t, z, nil)
+	b.srv.NoEDNS0()
+	set, err := b.r.ResolveMX(t.Context(), "example.test")
+	if err != nil || hostNames(set) != "a.mx.test/10" {
+		t.Fatalf("got %q, %v; want a retry without EDNS0 to succeed", hostNames(set), err)
+	}
+}
+
 func TestResolveMXHugeSetCapped(t *testing.T) {
 	t.Parallel()
 	var mxs, dead []dns.RR
@@ -415,6 +446,30 @@ func TestResolveMXHugeSetCapped(t *testing.T) {
 				t.Errorf("MX queries = %+v, want UDP then TCP", b.srv.Queries()[:2])
 			}
 		})
+	}
+}
+
+func TestResolveMXStopsAfterTemporaryFailures(t *testing.T) {
+	t.Parallel()
+	z := baseZone()
+	var mxs []dns.RR
+	var names []string
+	for i := range 10 {
+		names = append(names, fmt.Sprintf("t%d.mx.test.", i))
+		mxs = append(mxs, dnstest.MX(names[i], uint16(i)))
+	}
+	z["example.test."] = mxs
+	b := setupDNS(t, z, nil)
+	for _, n := range names {
+		b.srv.Fail(n)
+	}
+	_, err := b.r.ResolveMX(t.Context(), "example.test")
+	if !errors.Is(err, ErrDNSTemporary) {
+		t.Fatalf("err = %v, want temporary", err)
+	}
+	// A resolver failing for 3 targets is taken as down: no more look-ups.
+	if n := b.srv.Count("", dns.TypeA); n != maxTempFailures {
+		t.Errorf("%d A queries, want %d", n, maxTempFailures)
 	}
 }
 
@@ -643,7 +698,7 @@ func TestResolveMXCache(t *testing.T) {
 		"s.mx.test.":    {dnstest.TTL(dnstest.A("127.0.0.1"), 1)},
 		"long.test.":    {dnstest.TTL(dnstest.MX("l.mx.test.", 10), 86400)},
 		"l.mx.test.":    {dnstest.TTL(dnstest.A("127.0.0.1"), 86400)},
-		"null.test.":    {dnstest.NullMX()},
+		"null.test.":    {dnstest.TTL(dnstest.NullMX(), 86400)},
 		"nomx.test.":    {dnstest.TXT("x")},
 	}
 	tests := []struct {

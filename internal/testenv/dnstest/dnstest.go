@@ -109,6 +109,8 @@ type Query struct {
 	Name string // lower-case, fully qualified
 	Type uint16
 	Net  string // "udp" or "tcp"
+	// UDPSize is the EDNS0 buffer size the client advertised, 0 without EDNS0.
+	UDPSize uint16
 }
 
 // behaviour is how the server misbehaves for one name.
@@ -133,6 +135,7 @@ type Server struct {
 	queries []Query
 	waiters map[string][]chan struct{}
 	negTTL  uint32
+	noEDNS  bool
 	closed  bool
 }
 
@@ -275,6 +278,14 @@ type Faults struct {
 	qtype uint16
 }
 
+// NoEDNS0 makes the server answer FORMERR to every query carrying an EDNS0
+// OPT record, as pre-EDNS servers do (RFC 6891 §7).
+func (s *Server) NoEDNS0() {
+	s.mu.Lock()
+	s.noEDNS = true
+	s.mu.Unlock()
+}
+
 // Only returns a view whose methods make only queries of type qtype
 // misbehave, e.g. srv.Only(dns.TypeAAAA).Fail("mx1.example.test."): the MX
 // and A answers stay good while AAAA gets SERVFAIL. A type-specific setting
@@ -407,7 +418,11 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 
 	s.mu.Lock()
-	s.queries = append(s.queries, Query{Name: name, Type: q.Qtype, Net: netw})
+	var udpSize uint16
+	if opt := req.IsEdns0(); opt != nil {
+		udpSize = opt.UDPSize()
+	}
+	s.queries = append(s.queries, Query{Name: name, Type: q.Qtype, Net: netw, UDPSize: udpSize})
 	for _, k := range []string{name, All} {
 		for _, c := range s.waiters[k] {
 			close(c)
@@ -422,6 +437,10 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	m := s.answer(req, name, q.Qtype)
+	if s.noEDNS && req.IsEdns0() != nil {
+		m = new(dns.Msg)
+		m.SetRcode(req, dns.RcodeFormatError)
+	}
 	s.mu.Unlock()
 
 	if b.drop {

@@ -162,6 +162,22 @@ func TestDropTimesOut(t *testing.T) {
 	}
 }
 
+func TestNoEDNS0(t *testing.T) {
+	t.Parallel()
+	srv := dnstest.Start(t, zone())
+	srv.NoEDNS0()
+	m := new(dns.Msg)
+	m.SetQuestion("example.test.", dns.TypeMX)
+	m.SetEdns0(1232, false)
+	r, _, err := (&dns.Client{}).Exchange(m, srv.Addr())
+	if err != nil || r.Rcode != dns.RcodeFormatError {
+		t.Fatalf("with EDNS0: %v, %v; want FORMERR", r, err)
+	}
+	if r := ask(t, srv, "udp", "example.test.", dns.TypeMX); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
+		t.Fatalf("without EDNS0: %v", r)
+	}
+}
+
 func TestSeen(t *testing.T) {
 	t.Parallel()
 	srv := dnstest.Start(t, zone())
@@ -182,7 +198,12 @@ func TestQueryLog(t *testing.T) {
 	t.Parallel()
 	srv := dnstest.Start(t, zone())
 	ask(t, srv, "udp", "example.test.", dns.TypeMX)
-	ask(t, srv, "tcp", "Example.test.", dns.TypeMX)
+	m := new(dns.Msg)
+	m.SetQuestion("Example.test.", dns.TypeMX)
+	m.SetEdns0(1232, false)
+	if _, _, err := (&dns.Client{Net: "tcp"}).Exchange(m, srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
 	ask(t, srv, "udp", "mx1.example.test.", dns.TypeA)
 	tests := []struct {
 		name  string
@@ -202,7 +223,7 @@ func TestQueryLog(t *testing.T) {
 		}
 	}
 	q := srv.Queries()
-	if len(q) != 3 || q[1] != (dnstest.Query{Name: "example.test.", Type: dns.TypeMX, Net: "tcp"}) {
+	if len(q) != 3 || q[1] != (dnstest.Query{Name: "example.test.", Type: dns.TypeMX, Net: "tcp", UDPSize: 1232}) || q[0].UDPSize != 0 {
 		t.Errorf("Queries = %+v", q)
 	}
 }
