@@ -19,7 +19,8 @@
 // bit set, as a real server does.
 //
 // It is built on github.com/miekg/dns, the same library the validator's
-// resolver uses, because it is the only Go DNS library with a server side.
+// resolver uses, so client and server share one wire implementation and the
+// module gains no extra dependency.
 package dnstest
 
 import (
