@@ -27,6 +27,7 @@ package validator
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -119,7 +120,8 @@ func ReadReply(r *bufio.Reader, maxLineLength, maxLines int) (Reply, []string, e
 		buf = line
 		raw = append(raw, string(line))
 		code, more, rest, ok := parseReplyLine(line)
-		if !ok {
+		if !ok || bytes.IndexByte(line, '\r') >= 0 {
+			// A bare CR is forbidden in SMTP (RFC 5321 §2.3.8).
 			return Reply{}, raw, fmt.Errorf("%w: %q", ErrMalformedReply, truncate(string(line), 80))
 		}
 		if n == 0 {
