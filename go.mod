@@ -3,7 +3,8 @@ module github.com/mxprobe/mxprobe
 go 1.26.0
 
 require (
-	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
-	github.com/emersion/go-smtp v0.25.1 // indirect
-	golang.org/x/net v0.62.0 // indirect
+	github.com/emersion/go-smtp v0.25.1
+	golang.org/x/net v0.62.0
 )
+
+require github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect

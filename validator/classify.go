@@ -112,9 +112,9 @@ var rules = []*rule{
 	},
 	{
 		name: "3 sender rejected (temporary)", stages: []Stage{StageMail}, classes: []int{4},
-		enh: []string{"4.1.7", "4.1.8", "4.7.24", "4.7.23-26"},
+		enh:  []string{"4.1.7", "4.1.8", "4.7.24", "4.7.23-26"},
 		text: []string{`sender`, `\bspf\b`, `from domain`, `reverse.?path`, `return.?path`},
-		out: Outcome{Verdict: Unknown, Reason: ReasonSenderRejected, Retryable: true, Action: ActionFixSender},
+		out:  Outcome{Verdict: Unknown, Reason: ReasonSenderRejected, Retryable: true, Action: ActionFixSender},
 	},
 	{
 		name: "9 greylisted", stages: []Stage{StageRcpt}, classes: []int{4},

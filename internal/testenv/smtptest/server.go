@@ -111,6 +111,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
+		// Close can run before Serve registered the listener; close it
+		// here too so Serve's Accept returns.
+		ln.Close()
 		<-done
 	})
 	return s
