@@ -1,0 +1,589 @@
+package validator
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/proxy"
+)
+
+// ProbeConfig configures the SMTP conversation. Zero values select the
+// documented defaults, except HeloName, which must be set.
+type ProbeConfig struct {
+	// HeloName is the EHLO/HELO argument: an FQDN (ideally the PTR name of
+	// the egress IP, smtp-probing.md §6) or an address literal "[192.0.2.1]".
+	HeloName string
+	// MailFrom is the envelope sender, a mailbox on the operator's domain
+	// with SPF for the egress IPs. Empty sends the null sender "<>", which
+	// many sites reject (§6); NewProber logs a warning.
+	MailFrom string
+	// Port is the SMTP port; default 25.
+	Port int
+	// ConnectTimeout bounds the TCP (and SOCKS5) connect; default 30s.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds each reply; default 60s. RFC 5321 §4.5.3.2
+	// allows up to 5 min, but tarpits add seconds, not minutes (§4).
+	CommandTimeout time.Duration
+	// SourceAddr binds outgoing connections to this local address (the
+	// egress IP with PTR/HELO/SPF set up); zero lets the kernel choose.
+	SourceAddr netip.Addr
+	// ProxyURL routes connections through a SOCKS5 proxy,
+	// "socks5://user:pass@host:port". HTTP proxies cannot carry SMTP.
+	ProxyURL string
+	// TLSVerify verifies the server certificate against ServerName = MX
+	// name. Off (the default), STARTTLS is opportunistic: any certificate
+	// is accepted and TLS is still recorded. On, a failed verification is
+	// a tls_error and never falls back to plaintext.
+	TLSVerify bool
+	// TLSRootCAs replaces the system roots when TLSVerify is on (tests,
+	// private CAs). nil: system roots.
+	TLSRootCAs *x509.CertPool
+	// CatchAllProbe sends a second RCPT for a random-looking local part
+	// after the real one was accepted (§3). Skipped for providers whose
+	// profile says so.
+	CatchAllProbe bool
+	// Transcript records every line with a timestamp in ProbeResult.
+	Transcript bool
+	// MaxLineLength caps one reply line in octets; default 2,000, at least
+	// 512 (RFC 5321 §4.5.3.1.5).
+	MaxLineLength int
+	// MaxReplyLines caps the lines of one reply; default 100.
+	MaxReplyLines int
+	// Logger receives one debug record per session; nil discards.
+	Logger *slog.Logger
+	// Debug, when set, receives the conversation live (mxprobe check --debug).
+	Debug io.Writer
+}
+
+// Gate admits each new SMTP session; the worker wires the shared rate
+// limiter into it. done is called once with the session's outcome when the
+// session ends. A nil Gate admits everything.
+type Gate interface {
+	Admit(ctx context.Context, host MXHost) (done func(Outcome), err error)
+}
+
+// ProbeResult is the answer of one Probe.
+type ProbeResult struct {
+	Outcome Outcome
+	// Stage is where the deciding reply or error happened.
+	Stage Stage
+	// Reply is the deciding reply; nil when there was none (I/O error).
+	Reply *Reply
+	// Host and Addr identify the MX host that decided.
+	Host string
+	Addr netip.Addr
+	// TLS is true when the deciding session ran over STARTTLS.
+	TLS bool
+	// CatchAll: nil when not tested (or the test was inconclusive), else
+	// whether the random recipient was accepted too.
+	CatchAll *bool
+	// Transcript holds every session's lines, in order, when asked for.
+	Transcript []TranscriptLine
+	// Err is the I/O, timeout, TLS or gate error, when one decided.
+	Err error
+}
+
+// Prober runs SMTP probes. It is safe for concurrent use.
+type Prober struct {
+	cfg    ProbeConfig
+	gate   Gate
+	log    *slog.Logger
+	debug  *lockedWriter
+	dialer proxy.ContextDialer
+	now    func() time.Time
+
+	// tlsBroken remembers MX hosts whose STARTTLS handshake failed while
+	// TLSVerify was off, so that the next attempt to them goes plaintext
+	// (Postfix's opportunistic "may" level does the same). Bounded.
+	mu        sync.Mutex
+	tlsBroken map[string]time.Time
+}
+
+const (
+	// How long a failed STARTTLS handshake sends a host to plaintext.
+	tlsBrokenTTL = 24 * time.Hour
+	// Bound on that memory: one entry per MX host name.
+	tlsBrokenMax = 4096
+	// A host's addresses tried at most (RFC 5321 §5.1: "at least two").
+	maxAddrsPerHost = 2
+)
+
+// NewProber checks cfg, fills in defaults and returns a Prober. A nil gate
+// admits every session.
+func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
+	if err := checkHeloName(cfg.HeloName); err != nil {
+		return nil, fmt.Errorf("probe: HeloName %q: %w", cfg.HeloName, err)
+	}
+	if cfg.MailFrom != "" {
+		if err := checkMailFrom(cfg.MailFrom); err != nil {
+			return nil, fmt.Errorf("probe: MailFrom %q: %w", cfg.MailFrom, err)
+		}
+	}
+	switch {
+	case cfg.Port == 0:
+		cfg.Port = 25
+	case cfg.Port < 0 || cfg.Port > 65535:
+		return nil, fmt.Errorf("probe: Port %d out of range 1–65535", cfg.Port)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"ConnectTimeout", &cfg.ConnectTimeout, 30 * time.Second},
+		{"CommandTimeout", &cfg.CommandTimeout, 60 * time.Second},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			return nil, fmt.Errorf("probe: %s %v is negative", d.name, *d.v)
+		}
+	}
+	switch {
+	case cfg.MaxLineLength == 0:
+		cfg.MaxLineLength = defaultMaxLineLength
+	case cfg.MaxLineLength < minMaxLineLength:
+		return nil, fmt.Errorf("probe: MaxLineLength %d below RFC 5321's 512", cfg.MaxLineLength)
+	}
+	switch {
+	case cfg.MaxReplyLines == 0:
+		cfg.MaxReplyLines = defaultMaxReplyLines
+	case cfg.MaxReplyLines < 0:
+		return nil, fmt.Errorf("probe: MaxReplyLines %d is negative", cfg.MaxReplyLines)
+	}
+	p := &Prober{cfg: cfg, gate: gate, log: cfg.Logger, now: time.Now, tlsBroken: make(map[string]time.Time)}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MailFrom == "" {
+		p.log.Warn("probe: MailFrom is empty; sending MAIL FROM:<>, which many sites reject (smtp-probing.md §6)")
+	}
+	if cfg.Debug != nil {
+		p.debug = &lockedWriter{w: cfg.Debug}
+	}
+	nd := &net.Dialer{Timeout: cfg.ConnectTimeout}
+	if cfg.SourceAddr.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: cfg.SourceAddr.AsSlice(), Zone: cfg.SourceAddr.Zone()}
+	}
+	p.dialer = nd
+	if cfg.ProxyURL != "" {
+		u, err := url.Parse(cfg.ProxyURL)
+		if err != nil {
+			return nil, fmt.Errorf("probe: ProxyURL: %w", err)
+		}
+		if u.Scheme != "socks5" && u.Scheme != "socks5h" {
+			return nil, fmt.Errorf("probe: ProxyURL scheme %q: only socks5:// carries SMTP", u.Scheme)
+		}
+		if u.Host == "" || u.Port() == "" {
+			return nil, fmt.Errorf("probe: ProxyURL %q: want socks5://[user:pass@]host:port", u.Redacted())
+		}
+		d, err := proxy.FromURL(u, nd)
+		if err != nil {
+			return nil, fmt.Errorf("probe: ProxyURL: %w", err)
+		}
+		cd, ok := d.(proxy.ContextDialer)
+		if !ok {
+			return nil, fmt.Errorf("probe: ProxyURL: dialer %T cannot take a context", d)
+		}
+		p.dialer = cd
+	}
+	return p, nil
+}
+
+// checkHeloName wants an FQDN (RFC 5321 §4.1.4; Postfix's
+// reject_non_fqdn_helo_hostname answers 504 otherwise) or an address literal.
+func checkHeloName(s string) error {
+	if s == "" {
+		return errors.New("must be set: an FQDN that resolves to the egress IP, or an address literal")
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		lit := s[1 : len(s)-1]
+		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
+			if a, err := netip.ParseAddr(v6); err == nil && a.Is6() {
+				return nil
+			}
+		} else if a, err := netip.ParseAddr(lit); err == nil && a.Is4() {
+			return nil
+		}
+		return errors.New("not a valid address literal ([192.0.2.1] or [IPv6:2001:db8::1])")
+	}
+	name := strings.TrimSuffix(s, ".")
+	if len(name) > 253 {
+		return errors.New("longer than 253 octets")
+	}
+	labels := strings.Split(name, ".")
+	if len(labels) < 2 {
+		return errors.New("not fully qualified (needs a dot); servers reject bare host names")
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("bad label %q", l)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("label %q: only letters, digits and '-' (A-labels for IDN)", l)
+			}
+		}
+	}
+	return nil
+}
+
+// checkMailFrom is a guard, not a parser: the sender goes on the wire
+// between <>, so it must be one printable ASCII token with a local part and
+// a domain.
+func checkMailFrom(s string) error {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '<' || c == '>' {
+			return errors.New("must be a plain ASCII mailbox without spaces, controls or <>")
+		}
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 || len(s) > 254 {
+		return errors.New("must be local@domain")
+	}
+	return checkHeloName(s[at+1:])
+}
+
+// Probe asks mx's hosts, in order, whether rcpt (the canonical mailbox,
+// already validated) exists. utf8 says the mailbox needs SMTPUTF8.
+//
+// It moves to the next host (and to a host's second address) only when a
+// host gave no answer about the mailbox: a connection, TLS or I/O failure,
+// a 4yz reply or "no service" before RCPT. After any RCPT reply it stops,
+// so a 5yz RCPT is never re-asked elsewhere. A Gate error ends the probe at
+// once with the error in Err.
+func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) ProbeResult {
+	if mx.NullMX {
+		return ProbeResult{Stage: StageDNS, Outcome: Outcome{Verdict: Invalid, Reason: ReasonNullMX, Rule: "null MX record"}}
+	}
+	if rcpt == "" || strings.ContainsAny(rcpt, "\r\n\x00<>") || !strings.Contains(rcpt, "@") {
+		return ProbeResult{Stage: StageRcpt, Err: ErrUnsafeCommand,
+			Outcome: Outcome{Verdict: Unknown, Reason: ReasonBadSyntax, Rule: "unsafe recipient"}}
+	}
+	var (
+		best       *ProbeResult
+		transcript []TranscriptLine
+		tried      bool
+	)
+	finish := func(r ProbeResult) ProbeResult {
+		if p.cfg.Transcript {
+			r.Transcript = transcript
+		}
+		return r
+	}
+	for _, h := range mx.Hosts {
+		addrs := h.Addrs
+		if len(addrs) > maxAddrsPerHost {
+			addrs = addrs[:maxAddrsPerHost]
+		}
+		for _, a := range addrs {
+			if err := ctx.Err(); err != nil {
+				r := errResult(StageConnect, h.Name, a, err)
+				if best == nil || best.Reply == nil {
+					best = &r
+				}
+				return finish(*best)
+			}
+			var done func(Outcome)
+			if p.gate != nil {
+				var err error
+				done, err = p.gate.Admit(ctx, h)
+				if err != nil {
+					out := Outcome{Verdict: Unknown, Reason: ReasonRateLimited, Retryable: true, Rule: "gate refused"}
+					if ctx.Err() != nil {
+						out.Reason = ReasonTimeout
+					}
+					return finish(ProbeResult{Stage: StageConnect, Host: h.Name, Addr: a, Outcome: out, Err: err})
+				}
+			}
+			tried = true
+			r, lines, moveOn := p.session(ctx, h, a, rcpt, utf8)
+			transcript = append(transcript, lines...)
+			if done != nil {
+				done(r.Outcome)
+			}
+			if !moveOn {
+				return finish(r)
+			}
+			// Keep the first answer a server actually gave; a later
+			// connection failure must not hide a 421 that asks us to
+			// cool down.
+			if best == nil || (best.Reply == nil && r.Reply != nil) {
+				best = &r
+			}
+			p.log.Debug("probe: trying next MX", "host", h.Name, "addr", a, "stage", r.Stage, "reason", r.Outcome.Reason)
+		}
+	}
+	if !tried {
+		return finish(ProbeResult{Stage: StageConnect, Err: ErrNoMXHosts,
+			Outcome: Outcome{Verdict: Unknown, Reason: ReasonNoMX, Rule: "no MX address"}})
+	}
+	return finish(*best)
+}
+
+// ErrNoMXHosts: the MX set had no host with an address to dial.
+var ErrNoMXHosts = errors.New("smtp: no MX host address to connect to")
+
+// errResult turns an I/O-level failure into a result.
+func errResult(stage Stage, host string, a netip.Addr, err error) ProbeResult {
+	out := Outcome{Verdict: Unknown, Retryable: true}
+	switch {
+	case isTimeout(err):
+		out.Reason, out.Rule = ReasonTimeout, "timeout"
+	case errors.Is(err, ErrTLS):
+		out.Reason, out.Rule = ReasonTLSError, "tls handshake"
+	case errors.Is(err, ErrConnect):
+		out.Reason, out.Rule, out.Action = ReasonConnectFailed, "connect", ActionNextMX
+	case errors.Is(err, context.Canceled):
+		out.Reason, out.Rule = ReasonTimeout, "canceled"
+	default:
+		out.Reason, out.Rule = ReasonSMTPError, "i/o or protocol error"
+	}
+	return ProbeResult{Stage: stage, Host: host, Addr: a, Outcome: out, Err: err}
+}
+
+// session holds one conversation with one address of one host. moveOn says
+// whether the next host may be asked.
+func (p *Prober) session(ctx context.Context, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, transcript []TranscriptLine, moveOn bool) {
+	start := p.now()
+	conn, err := p.dial(ctx, a)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		r := errResult(StageConnect, h.Name, a, &ProbeError{Stage: StageConnect, Host: h.Name, Err: fmt.Errorf("%w: %w", ErrConnect, err)})
+		return r, nil, true
+	}
+	c := newClient(conn, h.Name, &p.cfg, p.debug, p.now)
+	// The whole-session bound: whatever a command's deadline, ctx ending
+	// closes the connection and fails the pending read.
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	defer func() {
+		stop()
+		c.close()
+		res.TLS = c.tls
+		p.log.LogAttrs(ctx, slog.LevelDebug, "probe: session",
+			slog.String("host", h.Name), slog.String("addr", a.String()),
+			slog.String("stage", string(res.Stage)), slog.String("verdict", string(res.Outcome.Verdict)),
+			slog.String("reason", string(res.Outcome.Reason)), slog.String("rule", res.Outcome.Rule),
+			slog.Bool("tls", c.tls), slog.Duration("took", p.now().Sub(start)))
+	}()
+	res, moveOn = p.converse(ctx, c, h, rcpt, utf8)
+	res.Host, res.Addr = h.Name, a
+	if res.Err != nil && ctx.Err() != nil && !isTimeout(res.Err) {
+		// The read failed because AfterFunc closed the connection; say so.
+		res.Err = &ProbeError{Stage: res.Stage, Host: h.Name, Err: fmt.Errorf("%w (%w)", context.Cause(ctx), res.Err)}
+		res.Outcome = errResult(res.Stage, h.Name, a, res.Err).Outcome
+	}
+	return res, c.transcript, moveOn
+}
+
+func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	return p.dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.cfg.Port)).String())
+}
+
+// converse runs banner → EHLO/HELO → STARTTLS → EHLO → MAIL → RCPT →
+// catch-all RCPT → QUIT. Never DATA.
+func (p *Prober) converse(ctx context.Context, c *client, h MXHost, rcpt string, utf8 bool) (ProbeResult, bool) {
+	ioFail := func(stage Stage, err error) (ProbeResult, bool) {
+		r := errResult(stage, h.Name, netip.Addr{}, err)
+		// Before RCPT the host said nothing about the mailbox: a broken
+		// connection there is a connection failure (§1.1 "try at least two").
+		return r, stage != StageRcpt && stage != StageCatchAll
+	}
+	replied := func(stage Stage, reply Reply) (ProbeResult, bool) {
+		out := Classify(stage, reply)
+		c.quit()
+		move := stage != StageRcpt && (reply.Code/100 == 4 || out.Action == ActionNextMX)
+		return ProbeResult{Stage: stage, Reply: &reply, Outcome: out}, move
+	}
+
+	// Banner (RFC 5321 §4.3.1: 220, or 554 "no SMTP service").
+	reply, err := c.readReply(StageBanner)
+	if err != nil {
+		return ioFail(StageBanner, err)
+	}
+	if reply.Code != 220 {
+		return replied(StageBanner, reply)
+	}
+	if stage, reply, err := p.hello(c); err != nil {
+		return ioFail(stage, err)
+	} else if reply.Code/100 != 2 {
+		return replied(stage, reply)
+	}
+
+	// Opportunistic STARTTLS (RFC 3207). A refusal (454, 5yz) leaves the
+	// session as it was: carry on in plaintext. A failed handshake kills it.
+	if c.has("STARTTLS") && p.tlsAllowed(h.Name) {
+		reply, err := c.cmd(StageSTARTTLS, "STARTTLS")
+		if err != nil {
+			return ioFail(StageSTARTTLS, err)
+		}
+		if reply.Code == 220 {
+			if err := c.startTLS(ctx, p.tlsConfig(h.Name)); err != nil {
+				if !p.cfg.TLSVerify {
+					p.markTLSBroken(h.Name)
+				}
+				return ioFail(StageSTARTTLS, err)
+			}
+			// RFC 3207 §4.2: forget what was learnt before TLS; EHLO again.
+			reply, err := c.cmd(StageEHLO, "EHLO "+p.cfg.HeloName)
+			if err != nil {
+				return ioFail(StageEHLO, err)
+			}
+			if reply.Code/100 != 2 {
+				return replied(StageEHLO, reply)
+			}
+			c.parseEHLO(reply)
+		}
+	}
+
+	// RFC 6531: a mailbox that needs SMTPUTF8 can only be asked about when
+	// the server offers it; otherwise we cannot tell (§9), so stop.
+	if utf8 && !c.has("SMTPUTF8") {
+		c.quit()
+		return ProbeResult{Stage: StageMail, Outcome: Outcome{Verdict: Unknown, Reason: ReasonUnverifiableEAI, Rule: "SMTPUTF8 not offered"}}, false
+	}
+	mail := "MAIL FROM:<" + p.cfg.MailFrom + ">"
+	if utf8 {
+		mail += " SMTPUTF8"
+	}
+	reply, err = c.cmd(StageMail, mail)
+	if err != nil {
+		return ioFail(StageMail, err)
+	}
+	if reply.Code/100 != 2 {
+		return replied(StageMail, reply)
+	}
+
+	reply, err = c.cmd(StageRcpt, "RCPT TO:<"+rcpt+">")
+	if err != nil {
+		return ioFail(StageRcpt, err)
+	}
+	res := ProbeResult{Stage: StageRcpt, Reply: &reply, Outcome: Classify(StageRcpt, reply)}
+	if reply.Code/100 == 2 {
+		prof := ProfileFor(h.Name)
+		switch {
+		case prof.AcceptsAllAtRcpt:
+			res.Outcome = Outcome{Verdict: Risky, Reason: ReasonAcceptsAllAtRcpt, Rule: "profile " + prof.Name}
+		case p.cfg.CatchAllProbe && !prof.SkipCatchAll && res.Outcome.Verdict == Valid:
+			p.catchAll(c, rcpt, &res)
+		}
+	}
+	c.quit()
+	return res, false
+}
+
+// hello sends EHLO and falls back to HELO when EHLO gets a 5yz (RFC 5321
+// §4.1.4: servers that predate ESMTP answer 500/502).
+func (p *Prober) hello(c *client) (Stage, Reply, error) {
+	reply, err := c.cmd(StageEHLO, "EHLO "+p.cfg.HeloName)
+	if err != nil || reply.Code/100 == 2 {
+		if err == nil {
+			c.parseEHLO(reply)
+		}
+		return StageEHLO, reply, err
+	}
+	if reply.Code/100 != 5 {
+		return StageEHLO, reply, nil
+	}
+	reply, err = c.cmd(StageHELO, "HELO "+p.cfg.HeloName)
+	c.ext = map[string]string{}
+	return StageHELO, reply, err
+}
+
+// catchAll sends the random-recipient RCPT after the real one was accepted
+// (the real one first: outlook.fr answered a second RCPT with 452, §3).
+// Accepted → the domain accepts everything: risky/catch_all. Rejected with
+// 5yz → not catch-all, the verdict stands. Anything else (4yz, errors) is
+// inconclusive: CatchAll stays nil and the real RCPT's verdict stands.
+func (p *Prober) catchAll(c *client, rcpt string, res *ProbeResult) {
+	domain := rcpt[strings.LastIndexByte(rcpt, '@')+1:]
+	addr := CatchAllLocalPart(domain, p.cfg.MailFrom, p.now()) + "@" + domain
+	reply, err := c.cmd(StageCatchAll, "RCPT TO:<"+addr+">")
+	if err != nil {
+		return
+	}
+	switch reply.Code / 100 {
+	case 2:
+		yes := true
+		res.CatchAll = &yes
+		res.Stage, res.Reply = StageCatchAll, &reply
+		res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all accepted"}
+	case 5:
+		no := false
+		res.CatchAll = &no
+	}
+}
+
+// CatchAllLocalPart returns the random-looking local part of the catch-all
+// probe: 16 lower-case letters and digits, fixed for one (domain, sender,
+// UTC day). A fixed triplet lets a greylisted catch-all probe pass on retry
+// (smtp-probing.md §2 rule 1); a new one each day keeps it from becoming a
+// known trap address.
+func CatchAllLocalPart(domain, sender string, now time.Time) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	sum := sha256.Sum256([]byte("mxprobe catch-all\x00" + strings.ToLower(domain) + "\x00" + sender + "\x00" + now.UTC().Format("2006-01-02")))
+	var b [16]byte
+	for i := range b {
+		n := len(alphabet)
+		if i == 0 {
+			n = 26 // start with a letter, as real local parts do
+		}
+		b[i] = alphabet[int(sum[i])%n]
+	}
+	return string(b[:])
+}
+
+func (p *Prober) tlsConfig(host string) *tls.Config {
+	name := strings.TrimSuffix(host, ".")
+	if strings.HasPrefix(name, "[") {
+		// An address literal: verify against the IP, send no SNI.
+		name = strings.TrimPrefix(strings.Trim(name, "[]"), "IPv6:")
+	}
+	return &tls.Config{
+		ServerName:         name,
+		InsecureSkipVerify: !p.cfg.TLSVerify,
+		RootCAs:            p.cfg.TLSRootCAs,
+	}
+}
+
+func (p *Prober) tlsAllowed(host string) bool {
+	if p.cfg.TLSVerify {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.tlsBroken[host]
+	if ok && p.now().Sub(t) > tlsBrokenTTL {
+		delete(p.tlsBroken, host)
+		return true
+	}
+	return !ok
+}
+
+func (p *Prober) markTLSBroken(host string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.tlsBroken) >= tlsBrokenMax {
+		// Crude but bounded: forget everything rather than grow.
+		clear(p.tlsBroken)
+	}
+	p.tlsBroken[host] = p.now()
+}
