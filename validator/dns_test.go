@@ -17,23 +17,6 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 )
 
-// testClock is an injectable clock that only moves when told to.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type dnsBundle struct {
 	srv   *dnstest.Server

@@ -174,7 +174,6 @@ func TestProbeVerdicts(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
 
 func fmtPtr(b *bool) string {
 	if b == nil {

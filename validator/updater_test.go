@@ -77,23 +77,6 @@ func (s *listServer) stats() (int, []string) {
 	return s.requests, append([]string(nil), s.ifNoneMatch...)
 }
 
-// testClock is a settable clock for MaxAge tests.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type updaterBundle struct {
 	srv   *listServer
@@ -365,7 +348,6 @@ func TestUpdaterLoadCache(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
 
 func TestUpdaterConcurrentReaders(t *testing.T) {
 	t.Parallel()

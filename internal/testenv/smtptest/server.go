@@ -41,6 +41,9 @@ type Options struct {
 	// Rcpt maps a recipient (as sent, case-sensitive) to its reply; a
 	// recipient not in the map gets RcptDefault. A nil reply accepts.
 	Rcpt map[string]*smtp.SMTPError
+	// RcptFunc, when set, answers every RCPT instead of Rcpt and
+	// RcptDefault (nil accepts); it may block to hold a probe mid-flight.
+	RcptFunc func(to string) *smtp.SMTPError
 	// RcptDefault answers recipients not in Rcpt; nil accepts them all,
 	// which makes the server a catch-all.
 	RcptDefault *smtp.SMTPError
@@ -232,6 +235,12 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	x.s.mu.Lock()
 	x.s.rcpts = append(x.s.rcpts, to)
 	x.s.mu.Unlock()
+	if f := x.s.opts.RcptFunc; f != nil {
+		if e := f(to); e != nil {
+			return e
+		}
+		return nil
+	}
 	if e, ok := x.s.opts.Rcpt[to]; ok {
 		if e == nil {
 			return nil

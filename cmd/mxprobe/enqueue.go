@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+const enqueueSynopsis = "mxprobe enqueue [flags] ADDRESS... (or - for stdin)"
+
+func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
+	redisURL := fs.String("redis-url", "", "Redis holding the queues, redis://host:6379/0 (required)")
+	wait := fs.Bool("wait", false, "wait for each final result and print it")
+	waitTimeout := fs.Duration("wait-timeout", 5*time.Minute, "with --wait: give up waiting after this long (the validation goes on)")
+	callback := fs.String("callback", "", "URL that receives each signed result")
+	queue := fs.String("queue", tasks.QueueDefault, "queue: critical, default or bulk")
+	metadata := fs.String("metadata", "", "JSON object echoed in results and callbacks")
+	noDedupe := fs.Bool("no-dedupe", false, "probe even if a recent result is cached or a probe is in flight")
+	transcript := fs.Bool("transcript", false, "keep the SMTP transcript in the result")
+	if err := parseFlags(fs, args, os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printFlagHelp(stdout, fs, enqueueSynopsis)
+			return exitOK, nil
+		}
+		return exitUsage, err
+	}
+	inputs := fs.Args()
+	if len(inputs) == 0 {
+		return exitUsage, usagef("no address given")
+	}
+	if len(inputs) == 1 && inputs[0] == "-" {
+		var err error
+		if inputs, err = readAddresses(stdin); err != nil {
+			return exitUsage, err
+		}
+	}
+	if *redisURL == "" {
+		return exitUsage, usagef("--redis-url (or MXPROBE_REDIS_URL) is required")
+	}
+	if *metadata != "" && !json.Valid([]byte(*metadata)) {
+		return exitUsage, usagef("--metadata is not valid JSON")
+	}
+	rdb, err := openRedis(ctx, *redisURL)
+	if err != nil {
+		return exitFailure, err
+	}
+	defer rdb.Close()
+	c := tasks.NewClient(rdb)
+	opts := []tasks.Option{tasks.Queue(*queue)}
+	if *noDedupe {
+		opts = append(opts, tasks.NoDedupe())
+	}
+	if *transcript {
+		opts = append(opts, tasks.WithTranscript())
+	}
+
+	type enqueued struct{ input, id string }
+	var ids []enqueued
+	code := exitOK
+	for _, in := range inputs {
+		id, err := c.Enqueue(ctx, tasks.Request{Address: in, CallbackURL: *callback, Metadata: json.RawMessage(*metadata)}, opts...)
+		if err != nil {
+			if errors.Is(err, tasks.ErrBadRequest) {
+				fmt.Fprintf(stderr, "%q: refused: %v\n", in, err)
+				code = exitInvalid
+				continue
+			}
+			return exitFailure, err
+		}
+		ids = append(ids, enqueued{in, id})
+		if !*wait {
+			fmt.Fprintf(stdout, "%s\t%s\n", id, in)
+		}
+	}
+	if !*wait {
+		return code, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
+	defer cancel()
+	enc := json.NewEncoder(stdout)
+	for _, e := range ids {
+		st, err := c.Wait(wctx, e.id)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s (%s): no final result yet: %v\n", e.id, e.input, err)
+			code = worseExitCode(code, exitUnsure)
+			continue
+		}
+		if st.Result == nil {
+			fmt.Fprintf(stderr, "%s (%s): ended without a result (state %s: %s)\n", e.id, e.input, st.State, st.LastError)
+			code = exitFailure
+			continue
+		}
+		if err := enc.Encode(st.Result); err != nil {
+			return exitFailure, err
+		}
+		switch st.Result.Verdict {
+		case tasks.VerdictInvalid:
+			code = worseExitCode(code, exitInvalid)
+		case tasks.VerdictValid:
+		default:
+			code = worseExitCode(code, exitUnsure)
+		}
+	}
+	return code, nil
+}
+
+// worseExitCode keeps the more serious of two exit codes: failure, then
+// invalid, then unsure, then ok.
+func worseExitCode(a, b int) int {
+	rank := map[int]int{exitOK: 0, exitUnsure: 1, exitInvalid: 2, exitUsage: 3, exitFailure: 4}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}

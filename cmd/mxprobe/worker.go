@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
+)
+
+const workerSynopsis = "mxprobe worker [flags]"
+
+// workerFlags are the settings of a queue worker (shared with serve).
+type workerFlags struct {
+	probe           probeFlags
+	concurrency     int
+	egress          string
+	retryFirst      time.Duration
+	retryMaxDelay   time.Duration
+	retryGiveUp     time.Duration
+	cacheValid      time.Duration
+	cacheInvalid    time.Duration
+	cacheRisky      time.Duration
+	cacheUnknown    time.Duration
+	callbackSecret  string
+	callbackPrivate bool
+	callbackAllow   string
+	shutdownTimeout time.Duration
+	limitDefault    string
+	limits          string
+	logFormat       string
+	logLevel        string
+}
+
+func (f *workerFlags) register(fs *flag.FlagSet) {
+	f.probe.register(fs)
+	fs.IntVar(&f.concurrency, "concurrency", 64, "tasks processed at once (I/O bound: well above the core count)")
+	fs.StringVar(&f.egress, "egress", "", "identity of this host's outgoing IP for the shared limits (default: --source, else --proxy, else \"default\"); workers sharing an IP must share it")
+	fs.DurationVar(&f.retryFirst, "retry-first", worker.DefaultRetryPolicy.FirstDelay, "first retry of a greylisted or temporary outcome (≥ the greylisting delay)")
+	fs.DurationVar(&f.retryMaxDelay, "retry-max-delay", worker.DefaultRetryPolicy.MaxDelay, "longest wait between two retries")
+	fs.DurationVar(&f.retryGiveUp, "retry-give-up", worker.DefaultRetryPolicy.GiveUpAfter, "after this long a temporary outcome becomes a final unknown")
+	fs.DurationVar(&f.cacheValid, "cache-valid", worker.DefaultCacheTTL.Valid, "how long a valid verdict answers later requests")
+	fs.DurationVar(&f.cacheInvalid, "cache-invalid", worker.DefaultCacheTTL.Invalid, "how long an invalid verdict answers later requests")
+	fs.DurationVar(&f.cacheRisky, "cache-risky", worker.DefaultCacheTTL.Risky, "how long a risky verdict answers later requests")
+	fs.DurationVar(&f.cacheUnknown, "cache-unknown", worker.DefaultCacheTTL.Unknown, "how long a final unknown answers later requests")
+	fs.StringVar(&f.callbackSecret, "callback-secret", "", "HMAC secret that signs callbacks (required to deliver callbacks)")
+	fs.BoolVar(&f.callbackPrivate, "callback-allow-private", false, "allow callbacks to loopback and private addresses (labs and tests only: SSRF)")
+	fs.StringVar(&f.callbackAllow, "callback-allow", "", "comma-separated CIDR prefixes callbacks may reach despite the private-address rule")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight probes may finish before they return to the queue")
+	fs.StringVar(&f.limitDefault, "limit-default", "10/1m:3:2", "default provider limit RATE/PERIOD:BURST:SESSIONS")
+	fs.StringVar(&f.limits, "limits", "", "per-provider limits, comma-separated GROUP=RATE/PERIOD:BURST:SESSIONS (e.g. google.com=20/1m:5:3)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// parseLimit reads "RATE/PERIOD:BURST:SESSIONS" (":SESSIONS" optional).
+func parseLimit(s string) (ratelimit.Limit, error) {
+	var l ratelimit.Limit
+	rate, rest, ok := strings.Cut(s, "/")
+	if !ok {
+		return l, fmt.Errorf("%q: want RATE/PERIOD:BURST[:SESSIONS]", s)
+	}
+	parts := strings.Split(rest, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return l, fmt.Errorf("%q: want RATE/PERIOD:BURST[:SESSIONS]", s)
+	}
+	var err error
+	if l.Rate, err = strconv.Atoi(rate); err != nil {
+		return l, fmt.Errorf("%q: rate: %v", s, err)
+	}
+	if l.Per, err = time.ParseDuration(parts[0]); err != nil {
+		return l, fmt.Errorf("%q: period: %v", s, err)
+	}
+	if l.Burst, err = strconv.Atoi(parts[1]); err != nil {
+		return l, fmt.Errorf("%q: burst: %v", s, err)
+	}
+	if len(parts) == 3 {
+		if l.Sessions, err = strconv.Atoi(parts[2]); err != nil {
+			return l, fmt.Errorf("%q: sessions: %v", s, err)
+		}
+	}
+	return l, nil
+}
+
+func (f *workerFlags) limiterConfig() (ratelimit.Config, error) {
+	cfg := ratelimit.DefaultConfig()
+	d, err := parseLimit(f.limitDefault)
+	if err != nil {
+		return cfg, usagef("--limit-default %v", err)
+	}
+	cfg.Default = d
+	for _, e := range splitList(f.limits) {
+		group, spec, ok := strings.Cut(e, "=")
+		if !ok || group == "" {
+			return cfg, usagef("--limits %q: want GROUP=RATE/PERIOD:BURST[:SESSIONS]", e)
+		}
+		l, err := parseLimit(spec)
+		if err != nil {
+			return cfg, usagef("--limits %s: %v", group, err)
+		}
+		cfg.Providers[strings.ToLower(group)] = l
+	}
+	// A session lease must outlive the longest probe it covers, or a slow
+	// server would let a second session in beside it.
+	cfg.LeaseTTL = max(cfg.LeaseTTL, f.probe.timeout+30*time.Second)
+	if err := cfg.Validate(); err != nil {
+		return cfg, usagef("rate limits: %v", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+// builtWorker is a worker wired to its validator and limiter.
+type builtWorker struct {
+	w       *worker.Worker
+	limiter *ratelimit.Limiter
+}
+
+// buildWorker wires validator → gate → limiter → worker on rdb.
+func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*builtWorker, error) {
+	vcfg, err := f.probe.config(func(msg string) { log.Warn(msg) })
+	if err != nil {
+		return nil, err
+	}
+	lcfg, err := f.limiterConfig()
+	if err != nil {
+		return nil, err
+	}
+	limiter, err := ratelimit.New(rdb, lcfg)
+	if err != nil {
+		return nil, usagef("rate limits: %v", err)
+	}
+	egress := f.egress
+	switch {
+	case egress != "":
+	case f.probe.source != "":
+		egress = f.probe.source
+	case f.probe.proxy != "":
+		egress = "proxy:" + redactURL(f.probe.proxy)
+	default:
+		egress = "default"
+	}
+	vcfg.Gate = worker.NewGate(limiter, egress, log)
+	vcfg.ProviderFunc = limiter.Group
+	vcfg.Logger = log
+	// The worker strips transcripts nobody asked for; recording them costs
+	// little next to the network round trips.
+	vcfg.Probe.Transcript = true
+	v, err := validator.New(vcfg)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	cbcfg := worker.CallbackConfig{Secret: []byte(f.callbackSecret), AllowPrivate: f.callbackPrivate, Logger: log}
+	for _, p := range splitList(f.callbackAllow) {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, usagef("--callback-allow %q: %v", p, err)
+		}
+		cbcfg.Allowlist = append(cbcfg.Allowlist, pfx)
+	}
+	if f.callbackSecret == "" {
+		return nil, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
+	}
+	w, err := worker.New(rdb, v, worker.Config{
+		Concurrency:     f.concurrency,
+		Retry:           worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp},
+		ShutdownTimeout: f.shutdownTimeout,
+		Cache:           worker.CacheTTL{Valid: f.cacheValid, Invalid: f.cacheInvalid, Risky: f.cacheRisky, Unknown: f.cacheUnknown},
+		Callback:        cbcfg,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return &builtWorker{w: w, limiter: limiter}, nil
+}
+
+func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	var f workerFlags
+	f.register(fs)
+	redisURL := fs.String("redis-url", "", "Redis holding the queues and shared limits (required)")
+	if err := parseFlags(fs, args, os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printFlagHelp(stdout, fs, workerSynopsis)
+			return exitOK, nil
+		}
+		return exitUsage, err
+	}
+	if fs.NArg() > 0 {
+		return exitUsage, usagef("unexpected arguments %q", fs.Args())
+	}
+	if *redisURL == "" {
+		return exitUsage, usagef("--redis-url (or MXPROBE_REDIS_URL) is required")
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return exitUsage, err
+	}
+	rdb, err := openRedis(ctx, *redisURL)
+	if err != nil {
+		return exitFailure, err
+	}
+	defer rdb.Close()
+	bw, err := f.build(rdb, log)
+	if err != nil {
+		return exitUsage, err
+	}
+	if err := bw.w.Start(); err != nil {
+		return exitFailure, fmt.Errorf("starting worker: %w", err)
+	}
+	log.Info("worker started", "redis", redactURL(*redisURL), "concurrency", f.concurrency)
+	<-ctx.Done()
+	log.Info("shutting down: no new tasks; in-flight probes may finish", "timeout", f.shutdownTimeout)
+	bw.w.Shutdown()
+	log.Info("worker stopped")
+	return exitOK, nil
+}

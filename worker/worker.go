@@ -1,0 +1,428 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/tasks"
+	"github.com/mxprobe/mxprobe/validator"
+)
+
+// Validator is what the worker needs of *validator.Validator.
+type Validator interface {
+	Validate(ctx context.Context, input string) (validator.Result, error)
+}
+
+var _ Validator = (*validator.Validator)(nil)
+
+// Config configures a Worker. Zero fields take the documented defaults.
+type Config struct {
+	// Concurrency is how many tasks run at once (default 64: the work waits
+	// on remote servers, not on CPU).
+	Concurrency int
+	// Queues weights the queues (default critical 6, default 3, bulk 1).
+	Queues map[string]int
+	// Retry is the schedule of temporary outcomes; CallbackRetry that of
+	// callback deliveries (default 10 s doubling to 1 h, for a day).
+	Retry, CallbackRetry RetryPolicy
+	// ShutdownTimeout bounds how long Shutdown lets in-flight probes finish
+	// before returning them to the queue (default 30 s).
+	ShutdownTimeout time.Duration
+	// Cache sets how long final results answer later requests.
+	Cache CacheTTL
+	// Prefix namespaces the worker's own Redis keys (default "mxprobe:").
+	Prefix string
+	// Callback configures delivery of results to callback URLs.
+	Callback CallbackConfig
+	// OnResult is called with every final result, for Go programs that embed
+	// the worker. It must not block for long.
+	OnResult func(context.Context, tasks.Result)
+	Logger   *slog.Logger
+	// SchedulerInterval is how often retries and delayed tasks move back to
+	// their queue (asynq's default: 5 s); PollInterval how often an idle
+	// worker looks for new tasks (default 1 s). Tests shorten both.
+	SchedulerInterval, PollInterval time.Duration
+
+	now func() time.Time
+}
+
+// CacheTTL is how long a final verdict is reused without SMTP traffic
+// (Postfix's address_verify_*_expire_time, smtp-probing.md §4). Zero
+// disables caching of that verdict.
+type CacheTTL struct {
+	Valid, Invalid, Risky, Unknown time.Duration
+}
+
+// DefaultCacheTTL: positives for a month, negatives for three days, risky for
+// a day; unknown only briefly so a blocked provider is not asked again at
+// once but a fixed host soon gets fresh answers.
+var DefaultCacheTTL = CacheTTL{
+	Valid:   31 * 24 * time.Hour,
+	Invalid: 3 * 24 * time.Hour,
+	Risky:   24 * time.Hour,
+	Unknown: 2 * time.Minute,
+}
+
+// Worker runs validation and callback tasks from the queues.
+type Worker struct {
+	cfg           Config
+	retry         RetryPolicy
+	callbackRetry RetryPolicy
+	rdb           redis.UniversalClient
+	v             Validator
+	store         *resultStore
+	deliver       *Deliverer
+	client        *asynq.Client
+	srv           *asynq.Server
+	log           *slog.Logger
+	now           func() time.Time
+}
+
+// New checks cfg and builds a Worker on rdb. v is the validator, normally
+// built with a Gate from NewGate so that every SMTP session passes the shared
+// rate limits.
+func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
+	w := &Worker{cfg: cfg, rdb: rdb, v: v, log: cfg.Logger, now: cfg.now}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	if w.now == nil {
+		w.now = time.Now
+	}
+	if cfg.Concurrency == 0 {
+		w.cfg.Concurrency = 64
+	}
+	if w.cfg.Concurrency < 0 {
+		return nil, errors.New("worker: Concurrency must be positive")
+	}
+	if cfg.Queues == nil {
+		w.cfg.Queues = map[string]int{tasks.QueueCritical: 6, tasks.QueueDefault: 3, tasks.QueueBulk: 1}
+	}
+	for q, weight := range w.cfg.Queues {
+		if weight < 1 {
+			return nil, fmt.Errorf("worker: queue %q: weight must be at least 1", q)
+		}
+	}
+	if cfg.ShutdownTimeout == 0 {
+		w.cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Prefix == "" {
+		w.cfg.Prefix = "mxprobe:"
+	}
+	if cfg.Cache == (CacheTTL{}) {
+		w.cfg.Cache = DefaultCacheTTL
+	}
+	w.retry = cfg.Retry.withDefaults()
+	if err := w.retry.validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	cb := cfg.CallbackRetry
+	if cb == (RetryPolicy{}) {
+		cb = RetryPolicy{FirstDelay: 10 * time.Second, Multiplier: 2, MaxDelay: time.Hour, GiveUpAfter: 24 * time.Hour, Jitter: 0.2}
+	}
+	w.callbackRetry = cb.withDefaults()
+	if err := w.callbackRetry.validate(); err != nil {
+		return nil, fmt.Errorf("worker: callback %w", err)
+	}
+	if w.cfg.Callback.Logger == nil {
+		w.cfg.Callback.Logger = w.log
+	}
+	d, err := NewDeliverer(w.cfg.Callback)
+	if err != nil {
+		return nil, fmt.Errorf("worker: callbacks: %w", err)
+	}
+	w.deliver = d
+	w.store = &resultStore{rdb: rdb, prefix: w.cfg.Prefix, ttl: w.cfg.Cache}
+	w.client = asynq.NewClientFromRedisClient(rdb)
+	return w, nil
+}
+
+// Handler returns the mux serving both task types, wrapped in the panic
+// recovery middleware; useful to embed the worker in another asynq server.
+func (w *Worker) Handler() asynq.Handler {
+	mux := asynq.NewServeMux()
+	mux.Use(w.recoverPanics)
+	mux.HandleFunc(tasks.TypeValidate, w.processValidate)
+	mux.HandleFunc(tasks.TypeCallback, w.processCallback)
+	return mux
+}
+
+// Start begins fetching tasks; it returns at once.
+func (w *Worker) Start() error {
+	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:              w.cfg.Concurrency,
+		Queues:                   w.cfg.Queues,
+		RetryDelayFunc:           w.retryDelay,
+		IsFailure:                isFailure,
+		ShutdownTimeout:          w.cfg.ShutdownTimeout,
+		DelayedTaskCheckInterval: w.cfg.SchedulerInterval,
+		TaskCheckInterval:        w.cfg.PollInterval,
+		Logger:                   asynqLogger{w.log},
+		LogLevel:                 asynq.WarnLevel,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			level := slog.LevelInfo
+			if isFailure(err) {
+				level = slog.LevelWarn
+			}
+			w.log.Log(ctx, level, "task not done", "task_id", id, "type", t.Type(), "err", err)
+		}),
+	})
+	return w.srv.Start(w.Handler())
+}
+
+// Shutdown stops fetching new tasks, lets in-flight ones finish within
+// ShutdownTimeout and returns the rest to their queues, like
+// http.Server.Shutdown.
+func (w *Worker) Shutdown() {
+	if w.srv != nil {
+		w.srv.Shutdown()
+	}
+}
+
+// recoverPanics turns a panic into a temporary failure with the stack in the
+// log, so one bad task can never take the worker down; its retries end in a
+// final unknown like any other temporary outcome.
+func (w *Worker) recoverPanics(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				id, _ := asynq.GetTaskID(ctx)
+				w.log.Error("panic in task handler", "task_id", id, "type", t.Type(), "panic", r, "stack", string(debug.Stack()))
+				err = &TemporaryError{Reason: fmt.Sprintf("internal error: %v", r)}
+				if t.Type() == tasks.TypeValidate {
+					err = w.afterPanic(ctx, t, err)
+				}
+			}
+		}()
+		return next.ProcessTask(ctx, t)
+	})
+}
+
+// afterPanic ends a validation whose handler keeps panicking once its retry
+// budget is spent, with a final unknown and its callback, instead of letting
+// asynq archive it silently.
+func (w *Worker) afterPanic(ctx context.Context, t *asynq.Task, err error) error {
+	retried, _ := asynq.GetRetryCount(ctx)
+	if retried < w.retry.MaxRetries() {
+		return err
+	}
+	p, perr := tasks.DecodeValidatePayload(t.Payload())
+	if perr != nil {
+		return err
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	res := tasks.Result{TaskID: id, RequestID: p.RequestID, Metadata: p.Metadata, Attempts: retried + 1, Final: true,
+		Check: tasks.Check{Input: p.Input, Address: p.Address, Verdict: tasks.VerdictUnknown, Reason: "internal_error",
+			Error: err.Error(), CheckedAt: w.now().UTC()}}
+	if ferr := w.finish(ctx, t, p, res); ferr != nil {
+		return ferr
+	}
+	return nil
+}
+
+// processValidate follows the way of one address (design.md):
+// cache → validator (which passes the rate limiter through its Gate) →
+// classify into final / retry / rate-limited → store → callback.
+func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	log := w.log.With("task_id", id)
+
+	p, err := tasks.DecodeValidatePayload(t.Payload())
+	if err != nil {
+		// A payload that does not decode never will: store why, skip retry.
+		res := tasks.Result{TaskID: id, Final: true, Attempts: retried + 1,
+			Check: tasks.Check{Verdict: tasks.VerdictUnknown, Reason: "bad_payload", Error: err.Error(), CheckedAt: w.now().UTC()}}
+		w.writeResult(t, res)
+		log.Error("malformed payload", "err", err)
+		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	base := tasks.Result{TaskID: id, RequestID: p.RequestID, Metadata: p.Metadata, Attempts: retried + 1}
+	// lastAttempt: the retry budget is spent, or the producer's deadline has
+	// come; either way this attempt's answer is the final one.
+	lastAttempt := retried >= w.retry.MaxRetries() || (!p.RespondBy.IsZero() && !w.now().Before(p.RespondBy))
+
+	if !p.Fresh {
+		if hit, ok, err := w.store.cached(ctx, p.Address); err != nil {
+			log.Warn("result cache unavailable", "err", err)
+		} else if ok {
+			res := hit
+			res.SharedWith = hit.TaskID
+			res.TaskID, res.RequestID, res.Metadata, res.Attempts = base.TaskID, base.RequestID, base.Metadata, base.Attempts
+			res.Input = p.Input
+			res.Final, res.Cached = true, true
+			res.Transcript = nil
+			return w.finish(ctx, t, p, res)
+		}
+		// Share an in-flight probe of the same address: the first task to
+		// get here leads; the others wait (without using retries) and are
+		// then answered from the cache the leader fills.
+		leader, retryIn, err := w.store.lead(ctx, p.Address, id)
+		if err != nil {
+			return fmt.Errorf("dedupe: %w", err)
+		}
+		if leader != id {
+			if lastAttempt {
+				// Never strand a request behind another: probe ourselves.
+				log.Info("deadline reached while waiting for a shared probe", "leader", leader)
+			} else {
+				w.writeResult(t, withCheck(base, tasks.Check{Input: p.Input, Address: p.Address, Verdict: tasks.VerdictUnknown, Reason: "pending"}, func(r *tasks.Result) { r.SharedWith = leader }))
+				return &RateLimitError{RetryIn: retryIn, Reason: "shared probe in flight by " + leader}
+			}
+		}
+	}
+
+	vres, verr := w.v.Validate(withReservation(ctx, id), p.Input)
+	if verr != nil {
+		if delay, reason, ok := denial(verr); ok {
+			if !p.Fresh {
+				_ = w.store.holdLead(ctx, p.Address, id, delay)
+			}
+			return &RateLimitError{RetryIn: delay, Reason: reason}
+		}
+		if ctx.Err() != nil {
+			// Shutdown or asynq's timeout: the task goes back to the queue.
+			return fmt.Errorf("validation interrupted: %w", ctx.Err())
+		}
+		return &TemporaryError{Reason: verr.Error()}
+	}
+	if !p.Transcript {
+		vres.Transcript = nil
+	}
+	check, err := toCheck(vres)
+	if err != nil {
+		return &TemporaryError{Reason: err.Error()}
+	}
+	res := withCheck(base, check, nil)
+
+	if vres.Retryable && !lastAttempt {
+		delay := w.retry.Delay(retried, vres.RetryAfter.Std())
+		res.NextAttemptAt = w.now().Add(delay).UTC()
+		w.writeResult(t, res)
+		if !p.Fresh {
+			_ = w.store.holdLead(ctx, p.Address, id, delay)
+		}
+		log.Info("temporary outcome, will retry", "reason", vres.Reason, "retry_in", delay)
+		return &TemporaryError{Reason: string(vres.Reason), Hint: delay}
+	}
+	res.Final = true
+	if err := w.store.remember(ctx, p.Address, res); err != nil {
+		log.Warn("result cache write failed", "err", err)
+	}
+	err = w.finish(ctx, t, p, res)
+	if !p.Fresh {
+		_ = w.store.release(ctx, p.Address, id)
+	}
+	return err
+}
+
+// finish stores a final result, tells OnResult and enqueues the callback.
+// If the worker dies between these steps the task runs again and does them
+// again; the callback's event id (the task id) lets receivers de-duplicate.
+func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, res tasks.Result) error {
+	if err := w.writeResult(t, res); err != nil {
+		return fmt.Errorf("storing result: %w", err)
+	}
+	if w.cfg.OnResult != nil {
+		w.cfg.OnResult(ctx, res)
+	}
+	if p.CallbackURL == "" {
+		return nil
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encoding callback body: %w", err)
+	}
+	cp, err := json.Marshal(tasks.CallbackPayload{V: tasks.PayloadVersion, URL: p.CallbackURL, EventID: res.TaskID, TaskID: res.TaskID, Body: body})
+	if err != nil {
+		return err
+	}
+	queue, _ := asynq.GetQueueName(ctx)
+	_, err = w.client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCallback, cp),
+		asynq.Queue(queue),
+		asynq.TaskID("cb_"+res.TaskID), // one callback task per validation, even if this runs twice
+		asynq.MaxRetry(w.callbackRetry.MaxRetries()),
+		asynq.Timeout(tasks.CallbackTimeout),
+		asynq.Retention(24*time.Hour))
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueueing callback: %w", err)
+	}
+	return nil
+}
+
+func (w *Worker) writeResult(t *asynq.Task, res tasks.Result) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	if t.ResultWriter() == nil {
+		return nil
+	}
+	_, err = t.ResultWriter().Write(b)
+	return err
+}
+
+// processCallback delivers one signed result. 2xx: done. 410: the receiver
+// asked us to stop. Other refusals are final; network errors, 5xx and 429
+// retry on the callback schedule.
+func (w *Worker) processCallback(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	p, err := tasks.DecodeCallbackPayload(t.Payload())
+	if err != nil {
+		w.log.Error("malformed callback payload", "task_id", id, "err", err)
+		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	err = w.deliver.Deliver(ctx, p.URL, p.EventID, p.Body)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrCallbackGone):
+		w.log.Info("callback receiver answered 410 Gone; not retrying", "task_id", id)
+		return nil
+	}
+	var ce *CallbackError
+	if errors.As(err, &ce) && !ce.Retryable {
+		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	return err
+}
+
+func withCheck(base tasks.Result, c tasks.Check, f func(*tasks.Result)) tasks.Result {
+	base.Check = c
+	if f != nil {
+		f(&base)
+	}
+	return base
+}
+
+// toCheck converts the validator's Result into the wire type producers see,
+// through JSON, which is exactly the contract between them.
+func toCheck(r validator.Result) (tasks.Check, error) {
+	var c tasks.Check
+	b, err := json.Marshal(r)
+	if err != nil {
+		return c, err
+	}
+	err = json.Unmarshal(b, &c)
+	return c, err
+}
+
+// asynqLogger routes asynq's own logging into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}

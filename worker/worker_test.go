@@ -1,0 +1,579 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/tasks"
+	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		runChildWorker()
+		return
+	}
+	redistest.Main(m)
+}
+
+var secret = []byte("test-callback-secret")
+
+var (
+	notFound   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	greylisted = &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/"}
+)
+
+// bundle is one test's private world: Redis, DNS, SMTP, a callback
+// receiver, and a worker wired like production (validator → gate → limiter).
+type bundle struct {
+	redis    *redistest.Server
+	rdb      *redis.Client
+	dns      *dnstest.Server
+	smtp     *smtptest.Server
+	client   *tasks.Client
+	insp     *asynq.Inspector
+	receiver *receiver
+}
+
+type setupOpts struct {
+	smtp     smtptest.Options
+	limit    ratelimit.Limit
+	retry    worker.RetryPolicy
+	cbRetry  worker.RetryPolicy
+	noWorker bool
+}
+
+func setup(t *testing.T, o setupOpts) *bundle {
+	t.Helper()
+	b := &bundle{}
+	b.redis = redistest.StartServer(t)
+	b.rdb = b.redis.Client(t)
+	b.smtp = smtptest.Start(t, o.smtp)
+	b.dns = dnstest.Start(t, dnstest.Zone{
+		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
+		"mx.example.test.": {dnstest.A("127.0.0.1")},
+	})
+	b.client = tasks.NewClient(b.rdb)
+	b.insp = asynq.NewInspectorFromRedisClient(b.rdb)
+	b.receiver = newReceiver(t)
+	if !o.noWorker {
+		b.startWorker(t, o)
+	}
+	return b
+}
+
+func (b *bundle) env() workerEnv {
+	return workerEnv{RedisURL: b.redis.URL(), DNS: b.dns.Addr(), SMTPPort: b.smtp.Port()}
+}
+
+// workerEnv is what a worker needs to find the test's world; it crosses the
+// process boundary as JSON for the SIGKILL test.
+type workerEnv struct {
+	RedisURL string
+	DNS      string
+	SMTPPort int
+	Limit    ratelimit.Limit
+	Retry    worker.RetryPolicy
+	CBRetry  worker.RetryPolicy
+}
+
+func (b *bundle) startWorker(t *testing.T, o setupOpts) *worker.Worker {
+	t.Helper()
+	e := b.env()
+	e.Limit, e.Retry, e.CBRetry = o.limit, o.retry, o.cbRetry
+	w, err := newWorker(e, b.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	return w
+}
+
+func newWorker(e workerEnv, rdb redis.UniversalClient) (*worker.Worker, error) {
+	lcfg := ratelimit.DefaultConfig()
+	lcfg.Prefix = "test:rl:"
+	lcfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 20}
+	if e.Limit != (ratelimit.Limit{}) {
+		lcfg.Default = e.Limit
+	}
+	limiter, err := ratelimit.New(rdb, lcfg)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.DiscardHandler)
+	v, err := validator.New(validator.Config{
+		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
+			Port: e.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: false},
+		DNS:          validator.DNSConfig{Servers: []string{e.DNS}, AllowPrivate: true, Timeout: 2 * time.Second},
+		Gate:         worker.NewGate(limiter, "test", log),
+		ProviderFunc: limiter.Group,
+	})
+	if err != nil {
+		return nil, err
+	}
+	retry := e.Retry
+	if retry == (worker.RetryPolicy{}) {
+		retry = worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1}
+	}
+	cbRetry := e.CBRetry
+	if cbRetry == (worker.RetryPolicy{}) {
+		cbRetry = worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1}
+	}
+	return worker.New(rdb, v, worker.Config{
+		Concurrency:       8,
+		Retry:             retry,
+		CallbackRetry:     cbRetry,
+		ShutdownTimeout:   2 * time.Second,
+		Callback:          worker.CallbackConfig{Secret: secret, Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
+		SchedulerInterval: 50 * time.Millisecond,
+		PollInterval:      20 * time.Millisecond,
+		Logger:            log,
+	})
+}
+
+// receiver is a callback endpoint that verifies signatures and records
+// every delivery; fail makes it answer 503 that many times first.
+type receiver struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	got   []tasks.Result
+	bad   int
+	fail  atomic.Int32
+	calls atomic.Int32
+	ch    chan tasks.Result
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{ch: make(chan tasks.Result, 100)}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.calls.Add(1)
+		if r.fail.Load() > 0 {
+			r.fail.Add(-1)
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		body, err := tasks.VerifyRequest(req, [][]byte{secret}, 1<<20)
+		if err != nil {
+			r.mu.Lock()
+			r.bad++
+			r.mu.Unlock()
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var res tasks.Result
+		if err := json.Unmarshal(body, &res); err != nil || req.Header.Get(tasks.HeaderEventID) != res.TaskID {
+			http.Error(w, "bad body or event id", http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.got = append(r.got, res)
+		r.mu.Unlock()
+		r.ch <- res
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) url() string { return r.srv.URL + "/hook" }
+
+func (r *receiver) next(t *testing.T) tasks.Result {
+	t.Helper()
+	select {
+	case res := <-r.ch:
+		return res
+	case <-time.After(30 * time.Second):
+		t.Fatal("no callback arrived within 30 s")
+	}
+	return tasks.Result{}
+}
+
+func (b *bundle) wait(t *testing.T, id string) tasks.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := b.client.Wait(ctx, id)
+	if err != nil {
+		t.Fatalf("Wait(%s): %v (last status %+v)", id, err, st)
+	}
+	if st.Result == nil {
+		t.Fatalf("Wait(%s): no result, state %s, last error %q", id, st.State, st.LastError)
+	}
+	return st
+}
+
+func (b *bundle) enqueue(t *testing.T, addr string, opts ...tasks.Option) string {
+	t.Helper()
+	id, err := b.client.Enqueue(context.Background(), tasks.Request{Address: addr, CallbackURL: b.receiver.url(),
+		Metadata: json.RawMessage(`{"user":7}`)}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestValidAndInvalidThroughTheQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{smtp: smtptest.Options{
+		Rcpt:        map[string]*smtp.SMTPError{"alice@example.test": nil},
+		RcptDefault: notFound,
+	}})
+	for _, tt := range []struct {
+		addr, verdict, reason string
+	}{
+		{"alice@example.test", tasks.VerdictValid, "mailbox_exists"},
+		{"bob@example.test", tasks.VerdictInvalid, "mailbox_not_found"},
+	} {
+		id := b.enqueue(t, tt.addr)
+		st := b.wait(t, id)
+		r := st.Result
+		if r.Verdict != tt.verdict || r.Reason != tt.reason || !r.Final || r.TaskID != id {
+			t.Errorf("%s: result %+v, want %s/%s final", tt.addr, r, tt.verdict, tt.reason)
+		}
+		if r.MXHost != "mx.example.test" || r.SMTP == nil || r.SMTP.Stage != "rcpt" {
+			t.Errorf("%s: SMTP details missing: mx %q smtp %+v", tt.addr, r.MXHost, r.SMTP)
+		}
+		if string(r.Metadata) != `{"user":7}` {
+			t.Errorf("%s: metadata %s not echoed", tt.addr, r.Metadata)
+		}
+		cb := b.receiver.next(t)
+		if cb.TaskID != id || cb.Verdict != tt.verdict {
+			t.Errorf("%s: callback %+v", tt.addr, cb)
+		}
+	}
+	if n := b.smtp.Commands("DATA"); n != 0 {
+		t.Errorf("DATA sent %d times; mxprobe must never send DATA", n)
+	}
+}
+
+func TestGreylistedThenAccepted(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	b := setup(t, setupOpts{smtp: smtptest.Options{
+		RcptFunc: func(to string) *smtp.SMTPError {
+			if n.Add(1) <= 2 {
+				return greylisted
+			}
+			return nil
+		},
+	}})
+	id := b.enqueue(t, "carol@example.test")
+	st := b.wait(t, id)
+	if st.Result.Verdict != tasks.VerdictValid || st.Result.Attempts != 3 {
+		t.Fatalf("result %+v, want valid after 3 attempts", st.Result)
+	}
+	// Greylisting pins the triplet: every attempt used the same sender.
+	froms := b.smtp.Froms()
+	for _, f := range froms {
+		if f != froms[0] {
+			t.Fatalf("MAIL FROM changed between attempts: %q", froms)
+		}
+	}
+	if cb := b.receiver.next(t); cb.Verdict != tasks.VerdictValid {
+		t.Errorf("callback verdict %s", cb.Verdict)
+	}
+}
+
+func TestRetriesExhaustedEndUnknownWithCallback(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		smtp:  smtptest.Options{RcptDefault: greylisted},
+		retry: worker.RetryPolicy{FirstDelay: 30 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 80 * time.Millisecond, Jitter: 0.01},
+	})
+	id := b.enqueue(t, "dave@example.test")
+	st := b.wait(t, id)
+	r := st.Result
+	if r.Verdict != tasks.VerdictUnknown || r.Reason != "greylisted" || !r.Final {
+		t.Fatalf("result %+v, want final unknown/greylisted", r)
+	}
+	if r.Attempts != 3 { // 30 ms + 60 ms reach 80 ms: two retries
+		t.Errorf("attempts = %d, want 3", r.Attempts)
+	}
+	if st.State != "completed" {
+		t.Errorf("state %s: a final unknown must complete, never be archived silently", st.State)
+	}
+	if cb := b.receiver.next(t); cb.TaskID != id || cb.Verdict != tasks.VerdictUnknown {
+		t.Errorf("callback %+v", cb)
+	}
+}
+
+func TestRateLimitedTasksUseNoRetries(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		smtp:  smtptest.Options{},
+		limit: ratelimit.Limit{Rate: 5, Per: time.Second, Burst: 1, Sessions: 1},
+	})
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, b.enqueue(t, fmt.Sprintf("user%d@example.test", i)))
+	}
+	for _, id := range ids {
+		st := b.wait(t, id)
+		if st.Result.Verdict != tasks.VerdictValid {
+			t.Errorf("%s: %+v", id, st.Result)
+		}
+		if st.Retried != 0 || st.Result.Attempts != 1 {
+			t.Errorf("%s: retried %d, attempts %d: rate-limit denials must not count", id, st.Retried, st.Result.Attempts)
+		}
+	}
+}
+
+func TestConcurrentRequestsShareOneProbe(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 10)
+	b := setup(t, setupOpts{smtp: smtptest.Options{
+		RcptFunc: func(to string) *smtp.SMTPError {
+			arrived <- struct{}{}
+			<-release
+			return nil
+		},
+	}})
+	first := b.enqueue(t, "erin@example.test")
+	<-arrived // the first probe is in flight
+	second := b.enqueue(t, "erin@example.test")
+	// The second request must wait for the first probe, not start its own.
+	st, _ := b.client.Get(context.Background(), second)
+	for st.Result == nil || st.Result.SharedWith != first {
+		st, _ = b.client.Get(context.Background(), second)
+	}
+	close(release)
+	r1, r2 := b.wait(t, first).Result, b.wait(t, second).Result
+	if r1.Verdict != tasks.VerdictValid || r2.Verdict != tasks.VerdictValid {
+		t.Fatalf("verdicts %s, %s", r1.Verdict, r2.Verdict)
+	}
+	if r2.SharedWith != first {
+		t.Errorf("second result shared_with = %q, want %q", r2.SharedWith, first)
+	}
+	if n := b.smtp.Commands("RCPT"); n != 1 {
+		t.Errorf("RCPT sent %d times for two requests, want 1", n)
+	}
+	got := map[string]bool{b.receiver.next(t).TaskID: true, b.receiver.next(t).TaskID: true}
+	if !got[first] || !got[second] {
+		t.Errorf("callbacks for %v, want both %s and %s", got, first, second)
+	}
+}
+
+func TestCallbackReceiverDownThenUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{smtp: smtptest.Options{}})
+	b.receiver.fail.Store(3)
+	id := b.enqueue(t, "frank@example.test")
+	cb := b.receiver.next(t)
+	if cb.TaskID != id {
+		t.Fatalf("callback for %s, want %s", cb.TaskID, id)
+	}
+	if calls := b.receiver.calls.Load(); calls != 4 {
+		t.Errorf("receiver called %d times, want 3 failures + 1 delivery", calls)
+	}
+	if b.receiver.bad != 0 {
+		t.Errorf("%d callbacks failed signature verification", b.receiver.bad)
+	}
+}
+
+func TestCallbackToPrivateAddressRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{smtp: smtptest.Options{}})
+	// 127.0.0.2 is not on the worker's allowlist: refused at dial time.
+	hits := atomic.Int32{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, port, _ := splitHostPort(srv.URL)
+	id, err := b.client.Enqueue(context.Background(), tasks.Request{Address: "gina@example.test",
+		CallbackURL: "http://127.0.0.2:" + port + "/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.wait(t, id)
+	// The callback task ends archived (not retried) with the refusal.
+	for {
+		info, err := b.insp.GetTaskInfo(tasks.QueueDefault, "cb_"+id)
+		if err == nil && info.State == asynq.TaskStateArchived {
+			break
+		}
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the private receiver was reached %d times", hits.Load())
+	}
+}
+
+func splitHostPort(u string) (string, string, error) {
+	ap, err := netip.ParseAddrPort(u[len("http://"):])
+	if err != nil {
+		return "", "", err
+	}
+	return ap.Addr().String(), strconv.Itoa(int(ap.Port())), nil
+}
+
+func TestMalformedPayloadIsStoredNotRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{smtp: smtptest.Options{}})
+	ac := asynq.NewClientFromRedisClient(b.rdb)
+	info, err := ac.Enqueue(asynq.NewTask(tasks.TypeValidate, []byte(`{"v":99}`)), asynq.MaxRetry(5), asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ti, err := b.insp.GetTaskInfo(info.Queue, info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ti.State == asynq.TaskStateArchived {
+			if ti.Retried != 0 {
+				t.Errorf("malformed payload retried %d times", ti.Retried)
+			}
+			var r tasks.Result
+			if err := json.Unmarshal(ti.Result, &r); err != nil || r.Reason != "bad_payload" {
+				t.Errorf("stored result %s (%v), want reason bad_payload", ti.Result, err)
+			}
+			return
+		}
+	}
+}
+
+func TestShutdownDrainLosesNothing(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 10)
+	var hold atomic.Bool
+	hold.Store(true)
+	b := setup(t, setupOpts{noWorker: true, smtp: smtptest.Options{
+		RcptFunc: func(to string) *smtp.SMTPError {
+			if hold.Load() {
+				arrived <- struct{}{}
+				<-release
+			}
+			return nil
+		},
+	}})
+	w1, err := newWorker(b.env(), b.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id := b.enqueue(t, "hank@example.test")
+	<-arrived
+	// Shutdown while the probe hangs: after ShutdownTimeout the task goes
+	// back to the queue instead of being lost.
+	hold.Store(false)
+	done := make(chan struct{})
+	go func() { w1.Shutdown(); close(done) }()
+	<-done
+	close(release)
+	st, err := b.client.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "pending" && st.State != "retry" && st.State != "completed" {
+		t.Fatalf("after shutdown the task is %s", st.State)
+	}
+	b.startWorker(t, setupOpts{})
+	if r := b.wait(t, id).Result; r.Verdict != tasks.VerdictValid {
+		t.Errorf("after restart: %+v", r)
+	}
+}
+
+const childEnv = "MXPROBE_TEST_CHILD_WORKER"
+
+// runChildWorker is the body of the child process of the SIGKILL test: a
+// plain worker on the test's Redis, DNS and SMTP, until killed.
+func runChildWorker() {
+	var e workerEnv
+	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &e); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	opt, err := redis.ParseURL(e.RedisURL)
+	if err != nil {
+		os.Exit(2)
+	}
+	w, err := newWorker(e, redis.NewClient(opt))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	if err := w.Start(); err != nil {
+		os.Exit(2)
+	}
+	select {}
+}
+
+func TestWorkerKilledMidTaskAnotherCompletesIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for asynq's lease expiry (about a minute)")
+	}
+	t.Parallel()
+	arrived := make(chan struct{}, 10)
+	var hold atomic.Bool
+	hold.Store(true)
+	stuck := make(chan struct{})
+	t.Cleanup(func() { close(stuck) })
+	b := setup(t, setupOpts{noWorker: true, smtp: smtptest.Options{
+		RcptFunc: func(to string) *smtp.SMTPError {
+			if hold.Load() {
+				arrived <- struct{}{}
+				<-stuck // the killed worker's connection just hangs here
+			}
+			return nil
+		},
+	}})
+	env, _ := json.Marshal(b.env())
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(env))
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id := b.enqueue(t, "ivan@example.test")
+	<-arrived
+	hold.Store(false)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	b.startWorker(t, setupOpts{})
+	st := b.wait(t, id)
+	if st.Result.Verdict != tasks.VerdictValid || st.Result.TaskID != id {
+		t.Fatalf("result %+v", st.Result)
+	}
+	cb := b.receiver.next(t)
+	if cb.TaskID != id {
+		t.Errorf("callback for %s, want %s", cb.TaskID, id)
+	}
+	select {
+	case extra := <-b.receiver.ch:
+		if extra.TaskID != id {
+			t.Errorf("unexpected callback %+v", extra)
+		}
+		// A duplicate is allowed (at-least-once) and carries the same id.
+	default:
+	}
+}
