@@ -215,7 +215,12 @@ func (r *receiver) next(t *testing.T) tasks.Result {
 
 func (b *bundle) wait(t *testing.T, id string) tasks.Status {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return b.waitFor(t, id, 60*time.Second)
+}
+
+func (b *bundle) waitFor(t *testing.T, id string, limit time.Duration) tasks.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	st, err := b.client.Wait(ctx, id)
 	if err != nil {
@@ -560,7 +565,9 @@ func TestWorkerKilledMidTaskAnotherCompletesIt(t *testing.T) {
 	}
 	cmd.Wait()
 	b.startWorker(t, setupOpts{})
-	st := b.wait(t, id)
+	// asynq hands the task on once its lease (30 s) has expired and its
+	// recoverer, which runs once a minute, has seen it: up to two minutes.
+	st := b.waitFor(t, id, 200*time.Second)
 	if st.Result.Verdict != tasks.VerdictValid || st.Result.TaskID != id {
 		t.Fatalf("result %+v", st.Result)
 	}
