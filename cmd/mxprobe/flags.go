@@ -188,7 +188,7 @@ func (p *probeFlags) config(warn func(string)) (validator.Config, error) {
 
 func splitList(s string) []string {
 	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' }) {
 		if f = strings.TrimSpace(f); f != "" {
 			out = append(out, f)
 		}

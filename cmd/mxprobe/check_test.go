@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/validator"
+)
+
+// lab is a DNS and SMTP server on loopback and the flags that point the
+// command at them.
+func lab(t *testing.T) []string {
+	t.Helper()
+	s := smtptest.Start(t, smtptest.Options{
+		Rcpt:        map[string]*smtp.SMTPError{"alice@example.test": nil},
+		RcptDefault: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"},
+	})
+	d := dnstest.Start(t, dnstest.Zone{
+		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
+		"mx.example.test.": {dnstest.A("127.0.0.1")},
+		"grey.test.":       {dnstest.MX("mx.example.test.", 10)},
+	})
+	return []string{"--dns", d.Addr(), "--smtp-port", strconv.Itoa(s.Port()), "--allow-private",
+		"--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test", "--timeout", "20s", "--no-catch-all"}
+}
+
+func runCmd(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckExitStatus(t *testing.T) {
+	t.Parallel()
+	flags := lab(t)
+	tests := []struct {
+		name     string
+		addrs    []string
+		wantCode int
+		wantOut  []string
+	}{
+		{"all valid", []string{"alice@example.test"}, exitOK, []string{"alice@example.test", "valid", "mailbox_exists", "mx.example.test"}},
+		{"one invalid", []string{"alice@example.test", "bob@example.test"}, exitInvalid, []string{"invalid", "550 5.1.1 No such user"}},
+		{"bad syntax is invalid, not a usage error", []string{"not-an-address"}, exitInvalid, []string{`"not-an-address"`, "bad_syntax"}},
+		{"nxdomain", []string{"a@nowhere.test"}, exitInvalid, []string{"domain_not_found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, out, errOut := runCmd(t, "", append(append([]string{"check"}, flags...), tt.addrs...)...)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, out, errOut)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckJSONFromStdin(t *testing.T) {
+	t.Parallel()
+	flags := lab(t)
+	code, out, errOut := runCmd(t, "# a comment\nalice@example.test\n\nbob@example.test\n",
+		append(append([]string{"check", "--json", "--transcript"}, flags...), "-")...)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 JSON lines, got %d:\n%s", len(lines), out)
+	}
+	var r validator.Result
+	if err := json.Unmarshal([]byte(lines[0]), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Verdict != validator.Valid || len(r.Transcript) == 0 {
+		t.Errorf("first result %+v", r)
+	}
+}
+
+func TestCheckDebugPrintsConversation(t *testing.T) {
+	t.Parallel()
+	flags := lab(t)
+	_, _, errOut := runCmd(t, "", append(append([]string{"check", "--debug"}, flags...), "alice@example.test")...)
+	for _, w := range []string{"EHLO probe.mxprobe.test", "MAIL FROM:<verify@mxprobe.test>", "RCPT TO:<alice@example.test>"} {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("--debug output lacks %q:\n%s", w, errOut)
+		}
+	}
+}
+
+func TestCheckUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "Usage"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"no address", []string{"check"}, "no address given"},
+		{"unknown flag", []string{"check", "--bogus", "a@b.c"}, "flag provided but not defined: -bogus"},
+		{"bad port", []string{"check", "--smtp-port", "70000", "a@b.c"}, "not a TCP port"},
+		{"both families", []string{"check", "--ipv4", "--ipv6", "a@b.c"}, "exclude each other"},
+		{"bad dns", []string{"check", "--dns", "dns.google", "a@b.c"}, "not an IP address"},
+		{"bad timeout", []string{"check", "--timeout", "soon", "a@b.c"}, "invalid value"},
+		{"bad source", []string{"check", "--source", "nowhere", "a@b.c"}, "--source"},
+		{"bad helo", []string{"check", "--helo", "bad name!", "--from", "a@b.example", "a@b.c"}, "HeloName"},
+		{"bad deny entry", []string{"check", "--deny", "no spaces allowed.com", "a@b.c"}, "deny"},
+		{"empty stdin", []string{"check", "-"}, "no address on stdin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := tt.args
+			if len(args) > 1 && args[1] != "--dns" {
+				// Guard: should a usage error go unnoticed, DNS still stays
+				// on loopback (a closed port), never the host's resolver.
+				args = append([]string{args[0], "--dns", "127.0.0.1:9"}, args[1:]...)
+			}
+			code, out, errOut := runCmd(t, "", args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d (usage)\nstderr: %s", code, exitUsage, errOut)
+			}
+			if !strings.Contains(errOut, tt.want) {
+				t.Errorf("stderr lacks %q:\n%s%s", tt.want, errOut, out)
+			}
+			if strings.Contains(errOut, "goroutine ") || strings.Contains(errOut, "panic") {
+				t.Errorf("stack trace on bad input:\n%s", errOut)
+			}
+		})
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"MXPROBE_SMTP_PORT": "2525", "MXPROBE_HELO": "env.example", "MXPROBE_NO_SMTP": "true"}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var p probeFlags
+	p.register(fs)
+	if err := parseFlags(fs, []string{"--helo", "flag.example"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if p.smtpPort != 2525 || !p.noSMTP {
+		t.Errorf("environment not applied: port %d no-smtp %v", p.smtpPort, p.noSMTP)
+	}
+	if p.helo != "flag.example" {
+		t.Errorf("helo %q: the command line must win over the environment", p.helo)
+	}
+	bad := map[string]string{"MXPROBE_SMTP_PORT": "many"}
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	p.register(fs)
+	err := parseFlags(fs, nil, func(k string) string { return bad[k] })
+	if err == nil || !strings.Contains(err.Error(), "MXPROBE_SMTP_PORT") {
+		t.Errorf("bad environment value: %v, want an error naming MXPROBE_SMTP_PORT", err)
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, "", "check", "-h")
+	if code != exitOK || !strings.Contains(out, "MXPROBE_SMTP_PORT") {
+		t.Errorf("check -h: exit %d\n%s", code, out)
+	}
+}
