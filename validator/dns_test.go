@@ -17,7 +17,6 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 )
 
-
 type dnsBundle struct {
 	srv   *dnstest.Server
 	r     *DNSResolver

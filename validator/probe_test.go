@@ -174,7 +174,6 @@ func TestProbeVerdicts(t *testing.T) {
 	}
 }
 
-
 func fmtPtr(b *bool) string {
 	if b == nil {
 		return "nil"

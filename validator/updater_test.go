@@ -77,7 +77,6 @@ func (s *listServer) stats() (int, []string) {
 	return s.requests, append([]string(nil), s.ifNoneMatch...)
 }
 
-
 type updaterBundle struct {
 	srv   *listServer
 	clock *testClock
@@ -347,7 +346,6 @@ func TestUpdaterLoadCache(t *testing.T) {
 		})
 	}
 }
-
 
 func TestUpdaterConcurrentReaders(t *testing.T) {
 	t.Parallel()
