@@ -42,6 +42,9 @@ type workerFlags struct {
 	limits          string
 	logFormat       string
 	logLevel        string
+	listURL         string
+	listCache       string
+	listMaxAge      time.Duration
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
@@ -61,6 +64,9 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight probes may finish before they return to the queue")
 	fs.StringVar(&f.limitDefault, "limit-default", "10/1m:3:2", "default provider limit RATE/PERIOD:BURST:SESSIONS")
 	fs.StringVar(&f.limits, "limits", "", "per-provider limits, comma-separated GROUP=RATE/PERIOD:BURST:SESSIONS (e.g. google.com=20/1m:5:3)")
+	fs.StringVar(&f.listURL, "disposable-list-url", "", "refresh the disposable-domain list from this URL in the background (default: the embedded copy only)")
+	fs.StringVar(&f.listCache, "disposable-list-cache", "", "file that keeps the last downloaded disposable-domain list across restarts")
+	fs.DurationVar(&f.listMaxAge, "disposable-list-max-age", validator.DefaultListMaxAge, "download the disposable-domain list again when the local copy is older than this")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -140,6 +146,17 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 type builtWorker struct {
 	w       *worker.Worker
 	limiter *ratelimit.Limiter
+	// updater refreshes the disposable list when a URL is configured.
+	updater *validator.Updater
+}
+
+// run starts the worker and, if configured, the list updater; it returns at
+// once. stop undoes both.
+func (b *builtWorker) start(ctx context.Context) error {
+	if b.updater != nil {
+		go b.updater.Run(ctx)
+	}
+	return b.w.Start()
 }
 
 // buildWorker wires validator → gate → limiter → worker on rdb.
@@ -165,6 +182,17 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*built
 		egress = "proxy:" + redactURL(f.probe.proxy)
 	default:
 		egress = "default"
+	}
+	var updater *validator.Updater
+	if f.listURL != "" {
+		list := validator.EmbeddedDisposableList()
+		updater = &validator.Updater{URL: f.listURL, CachePath: f.listCache, MaxAge: f.listMaxAge, List: list, Logger: log}
+		if err := updater.LoadCache(); err != nil {
+			log.Warn("disposable list cache unusable; starting from the embedded list", "path", f.listCache, "err", err)
+		}
+		vcfg.Disposable = list
+	} else if f.listCache != "" {
+		return nil, usagef("--disposable-list-cache needs --disposable-list-url")
 	}
 	vcfg.Gate = worker.NewGate(limiter, egress, log)
 	vcfg.ProviderFunc = limiter.Group
@@ -198,7 +226,7 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*built
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	return &builtWorker{w: w, limiter: limiter}, nil
+	return &builtWorker{w: w, limiter: limiter, updater: updater}, nil
 }
 
 func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
@@ -223,6 +251,13 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return exitUsage, err
 	}
+	// Bad settings fail before any connection is made.
+	if _, err := f.limiterConfig(); err != nil {
+		return exitUsage, err
+	}
+	if f.callbackSecret == "" {
+		return exitUsage, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
+	}
 	rdb, err := openRedis(ctx, *redisURL)
 	if err != nil {
 		return exitFailure, err
@@ -232,7 +267,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return exitUsage, err
 	}
-	if err := bw.w.Start(); err != nil {
+	if err := bw.start(ctx); err != nil {
 		return exitFailure, fmt.Errorf("starting worker: %w", err)
 	}
 	log.Info("worker started", "redis", redactURL(*redisURL), "concurrency", f.concurrency)

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// TestWorkerAndEnqueueCommands drives the two queue commands as an operator
+// would: a worker in the background, enqueue --wait in the foreground.
+func TestWorkerAndEnqueueCommands(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	flags := lab(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var workerCode int
+	var workerErr strings.Builder
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var out strings.Builder
+		workerCode = run(ctx, append([]string{"worker", "--redis-url", srv.URL(), "--callback-secret", "s3cret",
+			"--log-level", "warn"}, flags...), strings.NewReader(""), &out, &workerErr)
+	}()
+
+	code, out, errOut := runCmd(t, "", "enqueue", "--redis-url", srv.URL(), "--wait", "--wait-timeout", "30s",
+		"--metadata", `{"k":"v"}`, "alice@example.test", "bob@example.test", "not an address")
+	if code != exitInvalid {
+		t.Errorf("enqueue exit %d, want %d (one invalid)\nstdout %s\nstderr %s", code, exitInvalid, out, errOut)
+	}
+	if !strings.Contains(errOut, `"not an address": refused`) {
+		t.Errorf("bad address not refused clearly:\n%s", errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 results, got:\n%s", out)
+	}
+	var got []tasks.Result
+	for _, l := range lines {
+		var r tasks.Result
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if got[0].Verdict != "valid" || got[1].Verdict != "invalid" || string(got[0].Metadata) != `{"k":"v"}` {
+		t.Errorf("results %+v", got)
+	}
+
+	cancel() // SIGTERM stands in: the worker drains and exits 0
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(40 * time.Second):
+		t.Fatal("worker did not stop after its context ended")
+	}
+	if workerCode != exitOK {
+		t.Errorf("worker exit %d, stderr:\n%s", workerCode, workerErr.String())
+	}
+}
+
+func TestWorkerUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no redis", []string{"worker", "--callback-secret", "x"}, "--redis-url"},
+		{"bad redis scheme", []string{"worker", "--redis-url", "http://x", "--callback-secret", "x"}, "scheme"},
+		{"bad limit", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--limit-default", "ten", "--callback-secret", "x"}, "--limit-default"},
+		{"no secret", []string{"worker", "--redis-url", "redis://127.0.0.1:1"}, "--callback-secret"},
+		{"enqueue without redis", []string{"enqueue", "a@b.example"}, "--redis-url"},
+		{"enqueue bad metadata", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--metadata", "{", "a@b.example"}, "metadata"},
+		{"bad log format", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--log-format", "xml"}, "log-format"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, errOut := runCmd(t, "", tt.args...)
+			if code != exitUsage && code != exitFailure {
+				t.Errorf("exit %d\n%s", code, errOut)
+			}
+			if !strings.Contains(errOut, tt.want) {
+				t.Errorf("stderr lacks %q:\n%s", tt.want, errOut)
+			}
+		})
+	}
+}
+
+func TestParseLimit(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in   string
+		ok   bool
+		rate int
+	}{
+		{"10/1m:3:2", true, 10}, {"20/1m:5", true, 20}, {"10/1m", false, 0}, {"x/1m:3", false, 0},
+		{"10/soon:3", false, 0}, {"10/1m:3:2:1", false, 0}, {"", false, 0},
+	} {
+		l, err := parseLimit(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && l.Rate != tt.rate) {
+			t.Errorf("parseLimit(%q) = %+v, %v", tt.in, l, err)
+		}
+	}
+}
