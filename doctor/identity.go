@@ -189,7 +189,15 @@ func (a *auditor) checkSPF(ctx context.Context, eg netip.Addr) Finding {
 		if top != "" {
 			parts = append(parts, fmt.Sprintf("%s: %q", domain, top))
 		}
-		if err != nil && !errors.Is(err, spf.ErrNoResult) {
+		matched := map[error]string{
+			spf.ErrMatchedIP: "an ip4/ip6 term", spf.ErrMatchedA: "an a term", spf.ErrMatchedMX: "an mx term",
+			spf.ErrMatchedAll: "the all term", spf.ErrMatchedPTR: "a ptr term", spf.ErrMatchedExists: "an exists term",
+		}
+		switch {
+		case err == nil || errors.Is(err, spf.ErrNoResult):
+		case matched[err] != "":
+			parts = append(parts, "decided by "+matched[err])
+		default:
 			parts = append(parts, "evaluation: "+err.Error())
 		}
 		return strings.Join(parts, "; ")
