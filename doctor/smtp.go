@@ -262,7 +262,6 @@ func echoedAddr(text string) netip.Addr {
 
 // describeDialErr tells the operator what a failed connect means.
 func describeDialErr(err error, port string, viaProxy bool) (summary, fix string) {
-	var ne net.Error
 	msg := err.Error()
 	switch {
 	case viaProxy && strings.Contains(msg, "socks connect") && !errors.Is(err, syscall.ECONNREFUSED) && !isTimeout(err):
@@ -281,8 +280,6 @@ func describeDialErr(err error, port string, viaProxy bool) (summary, fix string
 	case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH):
 		return fmt.Sprintf("port %s unreachable: no route to the mail host", port),
 			"check this host's network; if it has no IPv6 route, probe over IPv4 (--ipv4)"
-	case errors.As(err, &ne):
-		return fmt.Sprintf("port %s connect failed: %v", port, err), "check this host's network and firewall"
 	}
 	return fmt.Sprintf("port %s connect failed: %v", port, err), "check this host's network and firewall"
 }
