@@ -271,6 +271,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitFailure, fmt.Errorf("starting worker: %w", err)
 	}
 	log.Info("worker started", "redis", redactURL(*redisURL), "concurrency", f.concurrency)
+	go startupAudit(ctx, &f, log)
 	<-ctx.Done()
 	log.Info("shutting down: no new tasks; in-flight probes may finish", "timeout", f.shutdownTimeout)
 	bw.w.Shutdown()
