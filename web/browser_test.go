@@ -29,6 +29,9 @@ import (
 func chromiumPath(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("MXPROBE_CHROMIUM"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("MXPROBE_CHROMIUM=%s: %v", p, err)
+		}
 		return p
 	}
 	if p, err := exec.LookPath("chromium"); err == nil {
@@ -160,11 +163,11 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 			t.Fatalf("waiting for %s: %v", what, err)
 		}
 	}
-	// clear empties a field the way a user's select-all + delete would.
+	// clearField empties a field the way a user's select-all + delete would.
 	// (chromedp's SetValue refuses the empty string in v0.23.0.)
-	clear := func(id string) chromedp.Action[chromedp.Void] {
+	clearField := func(id string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Evaluate[bool](`(document.getElementById("` + id + `").value = "") === ""`)(ctx, tg)
+			_, err := chromedp.Evaluate[bool](`(document.getElementById("`+id+`").value = "") === ""`)(ctx, tg)
 			return err
 		})
 	}
@@ -203,7 +206,7 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		t.Errorf("login error = %q, want the server's message", got)
 	}
 	must("log in",
-		clear("login-key"),
+		clearField("login-key"),
 		chromedp.SendKeys(chromedp.ID("login-key"), apiKey+kb.Enter),
 		chromedp.WaitNotVisible(chromedp.ID("login")),
 	)
@@ -225,7 +228,7 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 	for i, tc := range checks {
 		if i > 0 { // the first address was submitted before the login
 			must(tc.name+": submit",
-				clear("address"),
+				clearField("address"),
 				chromedp.SendKeys(chromedp.ID("address"), tc.address+kb.Enter),
 			)
 		}
@@ -258,7 +261,7 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 
 	// Bad input: the server's error message is shown and the field marked.
 	must("submit a bad address",
-		clear("address"),
+		clearField("address"),
 		chromedp.SendKeys(chromedp.ID("address"), "not-an-address"+kb.Enter),
 	)
 	waitFor("the address error", `() => document.getElementById("check-error").textContent !== ""`)
