@@ -194,6 +194,21 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		t.Fatal("the style sheet did not load (buttons are unstyled)")
 	}
 
+	// Keyboard only: Tab walks the controls in reading order.
+	must("tab through the page", chromedp.Focus(chromedp.ID("address")))
+	var order []string
+	for range 3 {
+		must("press Tab", chromedp.KeyEvent(kb.Tab))
+		id, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.id`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, id)
+	}
+	if want := []string{"check-button", "csv-file", "batch-button"}; !slices.Equal(order, want) {
+		t.Errorf("Tab order from the address field = %q, want %q", order, want)
+	}
+
 	// The first API call meets a 401: the login form appears, a wrong key is
 	// refused, the right one is accepted and the check is retried.
 	must("submit the first address",
