@@ -194,6 +194,8 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*built
 	} else if f.listCache != "" {
 		return nil, usagef("--disposable-list-cache needs --disposable-list-url")
 	}
+	// DNS answers are shared by every worker through Redis (issue 7).
+	vcfg.DNS.Cache = worker.NewRedisMXCache(rdb, "mxprobe:", 10000, nil, log)
 	vcfg.Gate = worker.NewGate(limiter, egress, log)
 	vcfg.ProviderFunc = limiter.Group
 	vcfg.Logger = log
