@@ -3,7 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -32,79 +32,72 @@ type resultStore struct {
 func (s *resultStore) resultKey(addr string) string { return s.prefix + "result:{" + addr + "}" }
 func (s *resultStore) leadKey(addr string) string   { return s.prefix + "lead:{" + addr + "}" }
 
-// cached returns a recent final result for addr.
-func (s *resultStore) cached(ctx context.Context, addr string) (tasks.Result, bool, error) {
-	b, err := s.rdb.Get(ctx, s.resultKey(addr)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return tasks.Result{}, false, nil
-	}
-	if err != nil {
-		return tasks.Result{}, false, err
-	}
-	var r tasks.Result
-	if err := json.Unmarshal(b, &r); err != nil {
-		// A corrupt entry is a miss, and is dropped.
-		s.rdb.Del(ctx, s.resultKey(addr))
-		return tasks.Result{}, false, nil
-	}
-	return r, true, nil
-}
-
-// remember caches a final result for the TTL of its verdict.
-func (s *resultStore) remember(ctx context.Context, addr string, r tasks.Result) error {
-	var ttl time.Duration
-	switch r.Verdict {
-	case tasks.VerdictValid:
-		ttl = s.ttl.Valid
-	case tasks.VerdictInvalid:
-		ttl = s.ttl.Invalid
-	case tasks.VerdictRisky:
-		ttl = s.ttl.Risky
-	default:
-		ttl = s.ttl.Unknown
-	}
-	if ttl <= 0 {
-		return nil
-	}
-	r.Metadata, r.RequestID, r.Transcript = nil, "", nil // another requester's data stays theirs
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return s.rdb.Set(ctx, s.resultKey(addr), b, ttl).Err()
-}
-
-// leadScript takes the lead on an address, or reports who has it and for how
-// much longer, in one round trip.
-var leadScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {ARGV[1], 0}
-end
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+// lookupScript answers an address from the result cache or, on a miss,
+// takes the lead on it (or reports who has it and for how much longer): the
+// cache read and the lead in one round trip, the two commonest Redis calls
+// of a validation (docs/benchmarks.md, "Queue throughput"). Both keys carry
+// the {address} hash tag, so the script holds in Redis Cluster too.
+// ARGV[3] = '0' skips the cache (after a corrupt entry was dropped).
+var lookupScript = redis.NewScript(`
+if ARGV[3] == '1' then
+  local hit = redis.call('GET', KEYS[1])
+  if hit then
+    return {'hit', hit}
   end
-  return {holder, 0}
 end
-return {holder or '', redis.call('PTTL', KEYS[1])}
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {'lead', ARGV[1], 0}
+end
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+  return {'lead', holder, 0}
+end
+return {'lead', holder or '', redis.call('PTTL', KEYS[2])}
 `)
 
-// lead makes id the prober of addr if nobody is; otherwise it returns the
-// leader and when to look again.
-func (s *resultStore) lead(ctx context.Context, addr, id string) (string, time.Duration, error) {
-	v, err := leadScript.Run(ctx, s.rdb, []string{s.leadKey(addr)}, id, leadTTL.Milliseconds()).Slice()
-	if err != nil {
-		return "", 0, err
+// lookup returns a recent final result for addr if there is one. Otherwise
+// it makes id the prober of addr if nobody is, and returns the leader and,
+// when that is another task, when to look again.
+func (s *resultStore) lookup(ctx context.Context, addr, id string) (hit *tasks.Result, leader string, retryIn time.Duration, err error) {
+	useCache := 1
+	for {
+		v, err := lookupScript.Run(ctx, s.rdb, []string{s.resultKey(addr), s.leadKey(addr)}, id, leadTTL.Milliseconds(), useCache).Slice()
+		if err != nil {
+			return nil, "", 0, err
+		}
+		if len(v) == 2 && v[0] == "hit" {
+			b, _ := v[1].(string)
+			var r tasks.Result
+			if err := json.Unmarshal([]byte(b), &r); err == nil {
+				return &r, "", 0, nil
+			}
+			// A corrupt entry is a miss, and is dropped.
+			s.rdb.Del(ctx, s.resultKey(addr))
+			useCache = 0
+			continue
+		}
+		if len(v) != 3 {
+			return nil, "", 0, fmt.Errorf("lookup script: unexpected reply %v", v)
+		}
+		holder, _ := v[1].(string)
+		pttl, _ := v[2].(int64)
+		leader, retryIn := s.leadOutcome(id, holder, pttl)
+		return nil, leader, retryIn, nil
 	}
-	holder, _ := v[0].(string)
-	pttl, _ := v[1].(int64)
+}
+
+// leadOutcome turns the lead's holder and remaining time into who leads and
+// when a follower looks again.
+func (s *resultStore) leadOutcome(id, holder string, pttl int64) (string, time.Duration) {
 	if holder == "" {
 		// Released between SET and GET: look again almost at once.
-		return "", 50 * time.Millisecond, nil
+		return "", 50 * time.Millisecond
 	}
 	if holder == id {
-		return id, 0, nil
+		return id, 0
 	}
 	// While the leader waits for its own retry the lead outlives leadTTL;
 	// come back when that retry is due, else poll.
@@ -112,7 +105,54 @@ func (s *resultStore) lead(ctx context.Context, addr, id string) (string, time.D
 	if wait < 0 {
 		wait = 0
 	}
-	return holder, wait + followerPoll + time.Duration(rand.Int64N(int64(followerPoll))), nil
+	return holder, wait + followerPoll + time.Duration(rand.Int64N(int64(followerPoll)))
+}
+
+// ttlFor is how long a final result with r's verdict is cached.
+func (s *resultStore) ttlFor(r tasks.Result) time.Duration {
+	switch r.Verdict {
+	case tasks.VerdictValid:
+		return s.ttl.Valid
+	case tasks.VerdictInvalid:
+		return s.ttl.Invalid
+	case tasks.VerdictRisky:
+		return s.ttl.Risky
+	default:
+		return s.ttl.Unknown
+	}
+}
+
+// settleScript caches a final result (ARGV[2] = TTL in ms, '0' = do not)
+// and gives up the lead if ARGV[3] still holds it (empty: holds none), in one
+// round trip. The cache is written first, so a request that finds the lead
+// free finds the answer too.
+var settleScript = redis.NewScript(`
+if ARGV[2] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return 0
+`)
+
+// settle caches a final result for the TTL of its verdict and, when leader
+// is not empty, releases leader's lead on addr, waking the requests that
+// wait on it.
+func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.Result) error {
+	ttl := s.ttlFor(r)
+	if ttl < time.Millisecond {
+		ttl = 0
+	}
+	if ttl == 0 && leader == "" {
+		return nil
+	}
+	r.Metadata, r.RequestID, r.Transcript = nil, "", nil // another requester's data stays theirs
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return settleScript.Run(ctx, s.rdb, []string{s.resultKey(addr), s.leadKey(addr)}, b, ttl.Milliseconds(), leader).Err()
 }
 
 var holdScript = redis.NewScript(`
@@ -125,16 +165,4 @@ return 0
 // holdLead keeps id's lead while it waits delay for its next attempt.
 func (s *resultStore) holdLead(ctx context.Context, addr, id string, delay time.Duration) error {
 	return holdScript.Run(ctx, s.rdb, []string{s.leadKey(addr)}, id, (delay + leadTTL).Milliseconds()).Err()
-}
-
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`)
-
-// release gives up id's lead, waking the requests that wait on it.
-func (s *resultStore) release(ctx context.Context, addr, id string) error {
-	return releaseScript.Run(ctx, s.rdb, []string{s.leadKey(addr)}, id).Err()
 }

@@ -252,23 +252,22 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	lastAttempt := retried >= w.retry.MaxRetries() || (!p.RespondBy.IsZero() && !w.now().Before(p.RespondBy))
 
 	if !p.Fresh {
-		if hit, ok, err := w.store.cached(ctx, p.Address); err != nil {
-			log.Warn("result cache unavailable", "err", err)
-		} else if ok {
-			res := hit
+		// One round trip: a recent final result answers at once; else
+		// share an in-flight probe of the same address: the first task to
+		// get here leads; the others wait (without using retries) and are
+		// then answered from the cache the leader fills.
+		hit, leader, retryIn, err := w.store.lookup(ctx, p.Address, id)
+		if err != nil {
+			return fmt.Errorf("result cache and dedupe: %w", err)
+		}
+		if hit != nil {
+			res := *hit
 			res.SharedWith = hit.TaskID
 			res.TaskID, res.RequestID, res.Metadata, res.Attempts = base.TaskID, base.RequestID, base.Metadata, base.Attempts
 			res.Input = p.Input
 			res.Final, res.Cached = true, true
 			res.Transcript = nil
 			return w.finish(ctx, t, p, res)
-		}
-		// Share an in-flight probe of the same address: the first task to
-		// get here leads; the others wait (without using retries) and are
-		// then answered from the cache the leader fills.
-		leader, retryIn, err := w.store.lead(ctx, p.Address, id)
-		if err != nil {
-			return fmt.Errorf("dedupe: %w", err)
 		}
 		if leader != id {
 			if lastAttempt {
@@ -315,14 +314,16 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		return &TemporaryError{Reason: string(vres.Reason), Hint: delay}
 	}
 	res.Final = true
-	if err := w.store.remember(ctx, p.Address, res); err != nil {
-		log.Warn("result cache write failed", "err", err)
+	// Cache the verdict and give up the lead in one round trip, before
+	// finish: a request that finds the lead free then finds the answer.
+	leadHolder := id
+	if p.Fresh {
+		leadHolder = "" // a fresh request never took the lead
 	}
-	err = w.finish(ctx, t, p, res)
-	if !p.Fresh {
-		_ = w.store.release(ctx, p.Address, id)
+	if err := w.store.settle(ctx, p.Address, leadHolder, res); err != nil {
+		log.Warn("result cache write or lead release failed", "err", err)
 	}
-	return err
+	return w.finish(ctx, t, p, res)
 }
 
 // finish stores a final result, tells OnResult and enqueues the callback.

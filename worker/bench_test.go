@@ -1,0 +1,631 @@
+package worker_test
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/tasks"
+	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
+)
+
+// Flags of BenchmarkThroughput, after -args:
+//
+//	go test -run '^$' -bench Throughput -benchtime 5x ./worker/ -args -throughput.tasks 2000
+var (
+	throughputTasks       = flag.Int("throughput.tasks", 2000, "BenchmarkThroughput: tasks per run")
+	throughputConcurrency = flag.Int("throughput.concurrency", 64, "BenchmarkThroughput: asynq concurrency of every variant (64 is worker.Config's default)")
+	throughputVariants    = flag.String("throughput.variants", "", "BenchmarkThroughput: comma-separated variants to run (default all; 'cached' needs 'mxprobe'), e.g. 'mxprobe' for a -cpuprofile of the worker alone")
+)
+
+// BenchmarkThroughput measures end-to-end validations per second through
+// Redis (issue 4) next to a bare asynq handler that does nothing, on the same
+// private redis-server, the same go-redis client and the same concurrency.
+//
+// One b.N iteration is one round: every variant drains its own batch of
+// -throughput.tasks tasks, enqueued up front and timed from the server's
+// Start until the handler has seen the last one. Variants alternate their
+// order from round to round (bare first, then last), so a neighbour's load
+// on the shared machine falls on both alike; run with -benchtime 5x (or
+// more) and read the medians, not any single round.
+//
+// Variants (each a throughputVariant; add one to compare a new path, e.g.
+// the session pool of issue 7):
+//
+//	bare     asynq handler returning nil: the floor asynq and Redis set
+//	mxprobe  worker.New with the real validator: distinct addresses, so each
+//	         misses the result cache, takes the lead, then DNS (cached) →
+//	         ratelimit.Acquire → SMTP probe (EHLO, MAIL, RCPT, catch-all RCPT,
+//	         QUIT) against a loopback go-smtp sink → store → release
+//	fresh    as mxprobe with tasks.NoDedupe: no cache read, no lead
+//	cached   the addresses mxprobe just validated, answered from the cache
+//
+// Limits are effectively off (a million sessions per second, unbounded
+// sessions per host); no callback URL is set, so no email:callback tasks.
+//
+// Redis cost is counted two ways: a go-redis hook on the client the worker
+// and asynq share (asynq builds its broker, processor, heartbeater and
+// forwarder on that one client: NewServerFromRedisClient → rdb.NewRDB(c)),
+// giving commands and round trips (a pipeline is one); and INFO
+// commandstats deltas on the private server, which also count the commands
+// run inside Lua scripts. Both include asynq's background work (heartbeat,
+// forwarder, syncer) for the duration of the run.
+func BenchmarkThroughput(b *testing.B) {
+	env := newThroughputEnv(b)
+	variants := []throughputVariant{
+		{name: "bare", start: env.startBare},
+		{name: "mxprobe", start: env.startWorker},
+		{name: "cached", start: env.startWorker, reuse: "mxprobe"},
+		{name: "fresh", start: env.startWorker, opts: []tasks.Option{tasks.NoDedupe()}},
+	}
+	if *throughputVariants != "" {
+		want := strings.Split(*throughputVariants, ",")
+		variants = slices.DeleteFunc(variants, func(v throughputVariant) bool { return !slices.Contains(want, v.name) })
+	}
+	if len(variants) == 0 {
+		b.Fatalf("-throughput.variants=%q names no variant", *throughputVariants)
+	}
+	stats := map[string][]runStats{}
+	ratios := []float64{}
+	b.ResetTimer()
+	for round := range b.N {
+		order := slices.Clone(variants)
+		if round%2 == 1 {
+			// bare last on odd rounds (a variant that reuses another's
+			// addresses keeps its place after it).
+			if i := slices.IndexFunc(order, func(v throughputVariant) bool { return v.name == "bare" }); i >= 0 {
+				order = append(slices.Delete(order, i, i+1), variants[i])
+			}
+		}
+		addrs := map[string][]string{}
+		for i, v := range order {
+			if v.reuse != "" && (i == 0 || order[i-1].name != v.reuse) {
+				b.Fatalf("variant %s must run right after %s (another run would empty the cache)", v.name, v.reuse)
+			}
+			st := env.run(b, v, round, addrs)
+			stats[v.name] = append(stats[v.name], st)
+		}
+		if bare, ok := stats["bare"]; ok {
+			if mx, ok := stats["mxprobe"]; ok {
+				ratios = append(ratios, mx[len(mx)-1].rate()/bare[len(bare)-1].rate())
+			}
+		}
+	}
+	b.StopTimer()
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d tasks per run, concurrency %d, %d rounds\n", *throughputTasks, *throughputConcurrency, b.N)
+	fmt.Fprintf(&sb, "%-8s %10s %8s %8s %7s %8s %9s %10s   per-round val/s\n", "variant", "median/s", "min/s", "max/s", "rt/val", "srv/val", "goCPU µs", "redisCPU µs")
+	for _, v := range variants {
+		s := stats[v.name]
+		rates := make([]float64, len(s))
+		for i, st := range s {
+			rates[i] = st.rate()
+		}
+		per := make([]string, len(rates))
+		for i, r := range rates {
+			per[i] = strconv.FormatFloat(r, 'f', 0, 64)
+		}
+		med := median(rates)
+		rt, srv := median(mapf(s, runStats.roundTripsPerVal)), median(mapf(s, runStats.serverCmdsPerVal))
+		goCPU, redisCPU := median(mapf(s, runStats.procCPUPerVal)), median(mapf(s, runStats.redisCPUPerVal))
+		fmt.Fprintf(&sb, "%-8s %10.0f %8.0f %8.0f %7.2f %8.2f %9.0f %10.0f   %s\n", v.name, med, slices.Min(rates), slices.Max(rates), rt, srv, goCPU, redisCPU, strings.Join(per, " "))
+		b.ReportMetric(med, v.name+"-val/s")
+		b.ReportMetric(rt, v.name+"-rt/val")
+		b.ReportMetric(median(mapf(s, runStats.clientCmdsPerVal)), v.name+"-cmd/val")
+		b.ReportMetric(srv, v.name+"-srvcmd/val")
+		b.ReportMetric(goCPU, v.name+"-goCPU-µs/val")
+		b.ReportMetric(redisCPU, v.name+"-redisCPU-µs/val")
+	}
+	if len(ratios) > 0 {
+		perRound := make([]string, len(ratios))
+		for i, r := range ratios {
+			perRound[i] = strconv.FormatFloat(r, 'f', 3, 64)
+		}
+		fmt.Fprintf(&sb, "mxprobe/bare: median of per-round ratios %.3f (%s)\n", median(ratios), strings.Join(perRound, " "))
+		b.ReportMetric(median(ratios), "ratio")
+	}
+	for _, v := range variants {
+		s := stats[v.name]
+		fmt.Fprintf(&sb, "%s, last round, client commands per validation: %s\n", v.name, s[len(s)-1].clientBreakdown())
+		fmt.Fprintf(&sb, "%s, last round, server commands per validation: %s\n", v.name, s[len(s)-1].serverBreakdown())
+	}
+	b.Log("\n" + sb.String())
+}
+
+// throughputVariant is one way of draining a batch of validation tasks.
+type throughputVariant struct {
+	name string
+	// start starts a server draining the queue, calling seen once per
+	// finished task with whether its result is what the variant expects.
+	start func(b *testing.B, seen func(ok bool)) (stop func())
+	// opts are the producer's Enqueue options.
+	opts []tasks.Option
+	// reuse names the variant run just before this one in the round whose
+	// addresses this one enqueues again (and whose result cache it keeps);
+	// empty means fresh addresses and an emptied Redis.
+	reuse string
+}
+
+// throughputEnv is the benchmark's private world, shared by all rounds:
+// one redis-server (so INFO commandstats sees only us), DNS, an SMTP sink,
+// one validator (its DNS cache warm after the first task, as in production).
+type throughputEnv struct {
+	redis *redistest.Server
+	admin *redis.Client // enqueue, reset, stats: not counted
+	rdb   *redis.Client // the worker's and asynq's client, counted by hook
+	hook  *cmdHook
+	smtp  *smtptest.Server
+	v     *validator.Validator
+	prod  *tasks.Client
+}
+
+func newThroughputEnv(b *testing.B) *throughputEnv {
+	b.Helper()
+	e := &throughputEnv{hook: &cmdHook{}}
+	e.redis = redistest.StartServer(b)
+	e.admin = e.redis.Client(b)
+	e.rdb = e.redis.Client(b)
+	e.rdb.AddHook(e.hook)
+	// The sink accepts the benchmark's mailboxes and refuses every other
+	// local part, so the catch-all probe (on by default in `mxprobe
+	// worker`) runs and the verdict is valid/mailbox_exists.
+	e.smtp = smtptest.Start(b, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+		if strings.HasPrefix(to, "bench-") {
+			return nil
+		}
+		return notFound
+	}})
+	dns := dnstest.Start(b, dnstest.Zone{
+		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
+		"mx.example.test.": {dnstest.A("127.0.0.1")},
+	})
+	lcfg := ratelimit.DefaultConfig()
+	lcfg.Default = ratelimit.Limit{Rate: 1_000_000, Per: time.Second, Burst: 1_000_000, Sessions: 1 << 30}
+	limiter, err := ratelimit.New(e.rdb, lcfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	e.v, err = validator.New(validator.Config{
+		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
+			Port: e.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: true},
+		DNS:          validator.DNSConfig{Servers: []string{dns.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second},
+		Gate:         worker.NewGate(limiter, "bench", log),
+		ProviderFunc: limiter.Group,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.prod = tasks.NewClient(e.admin)
+	return e
+}
+
+// queues and concurrency are the same for every variant: worker.Config's
+// defaults, spelled out for the bare server.
+var benchQueues = map[string]int{tasks.QueueCritical: 6, tasks.QueueDefault: 3, tasks.QueueBulk: 1}
+
+func (e *throughputEnv) startBare(b *testing.B, seen func(bool)) func() {
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency:     *throughputConcurrency,
+		Queues:          benchQueues,
+		ShutdownTimeout: 5 * time.Second,
+		Logger:          quietLogger{},
+		LogLevel:        asynq.ErrorLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		seen(true)
+		return nil
+	})); err != nil {
+		b.Fatal(err)
+	}
+	return srv.Shutdown
+}
+
+func (e *throughputEnv) startWorker(b *testing.B, seen func(bool)) func() {
+	w, err := worker.New(e.rdb, e.v, worker.Config{
+		Concurrency:     *throughputConcurrency,
+		Queues:          benchQueues,
+		ShutdownTimeout: 5 * time.Second,
+		Logger:          slog.New(slog.DiscardHandler),
+		Callback:        worker.CallbackConfig{Secret: secret}, // required; no task has a callback URL
+		OnResult: func(_ context.Context, r tasks.Result) {
+			seen(r.Final && r.Verdict == tasks.VerdictValid && r.Reason == "mailbox_exists")
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return w.Shutdown
+}
+
+// run drains one batch with variant v and returns what it cost.
+func (e *throughputEnv) run(b *testing.B, v throughputVariant, round int, addrs map[string][]string) runStats {
+	b.Helper()
+	ctx := context.Background()
+	n := *throughputTasks
+	list := addrs[v.reuse]
+	if v.reuse == "" {
+		if err := e.admin.FlushDB(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+		list = make([]string, n)
+		for i := range list {
+			list[i] = fmt.Sprintf("bench-%s-r%d-%d@example.test", v.name, round, i)
+		}
+	} else {
+		e.deleteKeys(b, "asynq:*")
+	}
+	addrs[v.name] = list
+	e.enqueue(b, list, v.opts)
+
+	var done, bad atomic.Int64
+	finished := make(chan struct{})
+	seen := func(ok bool) {
+		if !ok {
+			bad.Add(1)
+		}
+		if done.Add(1) == int64(n) {
+			close(finished)
+		}
+	}
+	if err := e.admin.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	e.hook.reset()
+
+	redisCPU0 := e.redisCPU(b)
+	procCPU0 := processCPU(b)
+	start := time.Now()
+	stop := v.start(b, seen)
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Minute):
+		stop()
+		b.Fatalf("%s: only %d of %d tasks done after 5 min", v.name, done.Load(), n)
+	}
+	elapsed := time.Since(start)
+	procCPU := processCPU(b) - procCPU0
+	redisCPU := e.redisCPU(b) - redisCPU0
+	// The handler has returned for every task; wait for asynq to record the
+	// last completions so their commands are in the counts.
+	polls := e.waitCompleted(b, n)
+	st := runStats{n: n, elapsed: elapsed, procCPU: procCPU, redisCPU: redisCPU, client: e.hook.snapshot(), server: e.commandStats(b)}
+	st.server["zcard"] -= polls // ours
+	st.server["info"]--         // the INFO that read the stats
+	stop()
+	if bad.Load() > 0 {
+		b.Fatalf("%s: %d of %d results were not valid/mailbox_exists", v.name, bad.Load(), n)
+	}
+	if d := done.Load(); d != int64(n) {
+		b.Fatalf("%s: %d results for %d tasks", v.name, d, n)
+	}
+	return st
+}
+
+// enqueue queues the batch through the producer Client, from a few
+// goroutines so that setup stays short; it is not timed.
+func (e *throughputEnv) enqueue(b *testing.B, list []string, opts []tasks.Option) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := g; i < len(list); i += 8 {
+				if _, err := e.prod.Enqueue(context.Background(), tasks.Request{Address: list[i]}, opts...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (e *throughputEnv) deleteKeys(b *testing.B, pattern string) {
+	b.Helper()
+	ctx := context.Background()
+	it := e.admin.Scan(ctx, 0, pattern, 1000).Iterator()
+	var keys []string
+	for it.Next(ctx) {
+		keys = append(keys, it.Val())
+	}
+	if err := it.Err(); err != nil {
+		b.Fatal(err)
+	}
+	for c := range slices.Chunk(keys, 500) {
+		if err := e.admin.Unlink(ctx, c...).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// waitCompleted polls the completed set of the default queue (retention
+// keeps completed tasks there) until it holds n tasks, and returns how many
+// ZCARDs that took. Polling is fine here: it is after the timed part.
+func (e *throughputEnv) waitCompleted(b *testing.B, n int) int64 {
+	b.Helper()
+	var polls int64
+	deadline := time.Now().Add(time.Minute)
+	for {
+		polls++
+		c, err := e.admin.ZCard(context.Background(), "asynq:{"+tasks.QueueDefault+"}:completed").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if c >= int64(n) {
+			return polls
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d tasks marked completed after a minute", c, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// commandStats reads INFO commandstats: calls per command since the last
+// CONFIG RESETSTAT, commands run by Lua scripts included.
+func (e *throughputEnv) commandStats(b *testing.B) map[string]int64 {
+	b.Helper()
+	s, err := e.admin.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		// cmdstat_evalsha:calls=4001,usec=…,usec_per_call=…,…
+		name, rest, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		c, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			b.Fatalf("commandstats line %q: %v", sc.Text(), err)
+		}
+		m[name] = c
+	}
+	return m
+}
+
+// redisCPU is redis-server's CPU time so far (user + system, INFO cpu).
+func (e *throughputEnv) redisCPU(b *testing.B) time.Duration {
+	b.Helper()
+	s, err := e.admin.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(s, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "used_cpu_sys" && k != "used_cpu_user") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			b.Fatalf("INFO cpu line %q: %v", line, err)
+		}
+		total += f
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// processCPU is this process's CPU time so far (user + system).
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runStats is one variant's run.
+type runStats struct {
+	n       int
+	elapsed time.Duration
+	// procCPU is this process's CPU time (worker, asynq, and the loopback
+	// SMTP and DNS servers, which live here too); redisCPU redis-server's.
+	procCPU, redisCPU time.Duration
+	client            hookCounts
+	server            map[string]int64
+}
+
+func (s runStats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+// µs of CPU per validation.
+func (s runStats) procCPUPerVal() float64  { return float64(s.procCPU.Microseconds()) / float64(s.n) }
+func (s runStats) redisCPUPerVal() float64 { return float64(s.redisCPU.Microseconds()) / float64(s.n) }
+func (s runStats) roundTripsPerVal() float64 {
+	return float64(s.client.roundTrips) / float64(s.n)
+}
+func (s runStats) clientCmdsPerVal() float64 { return float64(s.client.cmds) / float64(s.n) }
+func (s runStats) serverCmdsPerVal() float64 {
+	var t int64
+	for _, c := range s.server {
+		t += c
+	}
+	return float64(t) / float64(s.n)
+}
+
+func (s runStats) clientBreakdown() string { return breakdown(s.client.byLabel, s.n) }
+func (s runStats) serverBreakdown() string { return breakdown(s.server, s.n) }
+
+// breakdown lists counts per validation, largest first, leaving out what
+// rounds to zero.
+func breakdown(m map[string]int64, n int) string {
+	type kv struct {
+		k string
+		v int64
+	}
+	var l []kv
+	for k, v := range m {
+		if float64(v)/float64(n) >= 0.005 {
+			l = append(l, kv{k, v})
+		}
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v || l[i].v == l[j].v && l[i].k < l[j].k })
+	parts := make([]string, len(l))
+	for i, e := range l {
+		parts[i] = fmt.Sprintf("%s %.2f", e.k, float64(e.v)/float64(n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// cmdHook counts, on the client side, every command (a pipeline's
+// commands each) and every round trip (a pipeline is one), and labels
+// commands by name and key shape so a breakdown shows where they go.
+// Connection handshakes are left out: they are per connection, not per task.
+type cmdHook struct {
+	mu sync.Mutex
+	c  hookCounts
+}
+
+type hookCounts struct {
+	cmds, roundTrips int64
+	byLabel          map[string]int64
+}
+
+func (h *cmdHook) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.c = hookCounts{byLabel: map[string]int64{}}
+}
+
+func (h *cmdHook) snapshot() hookCounts {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.c
+	c.byLabel = make(map[string]int64, len(h.c.byLabel))
+	for k, v := range h.c.byLabel {
+		c.byLabel[k] = v
+	}
+	return c
+}
+
+func (h *cmdHook) count(cmds ...redis.Cmder) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.c.byLabel == nil {
+		h.c.byLabel = map[string]int64{}
+	}
+	n := 0
+	for _, cmd := range cmds {
+		switch cmd.Name() {
+		case "hello", "client", "auth", "select", "multi", "exec":
+			continue
+		}
+		n++
+		h.c.byLabel[cmdLabel(cmd)]++
+	}
+	h.c.cmds += int64(n)
+	if n > 0 {
+		h.c.roundTrips++
+	}
+}
+
+func (h *cmdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (h *cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.count(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+// cmdLabel names a command by its name and the shape of its first key, ids
+// cut off: "evalsha asynq:{default}:pending", "hset asynq:{default}:t".
+// Scripts are told apart by the key they start from.
+func cmdLabel(cmd redis.Cmder) string {
+	args := cmd.Args()
+	name := cmd.Name()
+	keyAt := 1
+	switch name {
+	case "evalsha", "eval":
+		keyAt = 3
+		if len(args) > 2 && fmt.Sprint(args[2]) == "0" {
+			return name
+		}
+	}
+	if len(args) <= keyAt {
+		return name
+	}
+	key := fmt.Sprint(args[keyAt])
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		// Drop the hash tag's content when it is per address or per
+		// provider; keep queue names.
+		if j := strings.IndexByte(key[i:], '}'); j > 0 {
+			tag := key[i+1 : i+j]
+			if !slices.Contains(tasks.Queues, tag) {
+				key = key[:i+1] + "…" + key[i+j:]
+			}
+		}
+	}
+	parts := strings.Split(key, ":")
+	if len(parts) > 3 {
+		parts = parts[:3]
+	}
+	return name + " " + strings.Join(parts, ":")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func mapf[T any](xs []T, f func(T) float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
+}
+
+// quietLogger keeps the bare server as silent as the worker's.
+type quietLogger struct{}
+
+func (quietLogger) Debug(...any) {}
+func (quietLogger) Info(...any)  {}
+func (quietLogger) Warn(...any)  {}
+func (quietLogger) Error(...any) {}
+func (quietLogger) Fatal(...any) {}
