@@ -138,7 +138,11 @@ func (e *RateLimitError) Error() string {
 // counts it as a failure and retries on the RetryPolicy schedule.
 type TemporaryError struct {
 	Reason string
-	Hint   time.Duration
+	// Hint is the server's requested delay, a lower bound for the retry.
+	Hint time.Duration
+	// Delay, when set, is the exact wait the handler already chose (and
+	// told the producer as next_attempt_at).
+	Delay time.Duration
 }
 
 func (e *TemporaryError) Error() string { return "temporary: " + e.Reason }
@@ -171,6 +175,9 @@ func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	var te *TemporaryError
 	var hint time.Duration
 	if errors.As(err, &te) {
+		if te.Delay > 0 {
+			return te.Delay
+		}
 		hint = te.Hint
 	}
 	return w.retry.Delay(n, hint)

@@ -305,13 +305,19 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 
 	if vres.Retryable && !lastAttempt {
 		delay := w.retry.Delay(retried, vres.RetryAfter.Std())
+		if !p.RespondBy.IsZero() {
+			// The producer stops caring at RespondBy: make the last attempt
+			// then, not a greylisting delay later. asynq schedules retries
+			// in whole seconds (rounding down), so aim one second past it.
+			delay = min(delay, max(p.RespondBy.Sub(w.now()), 0)+time.Second)
+		}
 		res.NextAttemptAt = w.now().Add(delay).UTC()
 		w.writeResult(t, res)
 		if !p.Fresh {
 			_ = w.store.holdLead(ctx, p.Address, id, delay)
 		}
 		log.Info("temporary outcome, will retry", "reason", vres.Reason, "retry_in", delay)
-		return &TemporaryError{Reason: string(vres.Reason), Hint: delay}
+		return &TemporaryError{Reason: string(vres.Reason), Delay: delay}
 	}
 	res.Final = true
 	// Cache the verdict and give up the lead in one round trip, before

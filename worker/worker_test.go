@@ -584,3 +584,22 @@ func TestWorkerKilledMidTaskAnotherCompletesIt(t *testing.T) {
 	default:
 	}
 }
+
+// A producer's deadline ends a greylisted validation at the deadline, not a
+// greylisting delay later: the retry is moved up to it and is the last.
+func TestDeadlineEndsRetriesOnTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		smtp:  smtptest.Options{RcptDefault: greylisted},
+		retry: worker.RetryPolicy{FirstDelay: time.Minute, Multiplier: 2, MaxDelay: time.Hour, GiveUpAfter: 24 * time.Hour, Jitter: 0.1},
+	})
+	// asynq schedules retries in whole seconds, so the deadline is too.
+	id := b.enqueue(t, "judy@example.test", tasks.Deadline(time.Now().Add(2*time.Second)))
+	st := b.waitFor(t, id, 20*time.Second) // far less than the one-minute first retry
+	if r := st.Result; r.Verdict != tasks.VerdictUnknown || r.Reason != "greylisted" || !r.Final || r.Attempts != 2 {
+		t.Fatalf("result %+v, want a final unknown/greylisted after 2 attempts", r)
+	}
+	if cb := b.receiver.next(t); cb.TaskID != id || !cb.Final {
+		t.Errorf("callback %+v", cb)
+	}
+}
