@@ -71,6 +71,20 @@ func validKeyID(id string) bool {
 	return true
 }
 
+// Merge adds every key of o; an id present in both is an error.
+func (k *KeySet) Merge(o *KeySet) error {
+	if o == nil {
+		return nil
+	}
+	for id, d := range o.keys {
+		if _, dup := k.keys[id]; dup {
+			return fmt.Errorf("API key id %q given twice", id)
+		}
+		k.keys[id] = d
+	}
+	return nil
+}
+
 // ParseKeys reads a comma-separated list of id:secret (MXPROBE_API_KEYS).
 func ParseKeys(list string) (*KeySet, error) {
 	k := NewKeySet()

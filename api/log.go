@@ -125,4 +125,3 @@ func (s *Server) withRequestID(next http.Handler) http.Handler {
 		)
 	})
 }
-
