@@ -160,6 +160,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close() error { return nil }
 
 func (s *Server) routes() []route {
+	mon := s.monitoring().ServeHTTP
 	return []route{
 		{"POST", "/v1/validations", true, true, s.postValidation},
 		{"GET", "/v1/validations/{id}", true, true, s.getValidation},
@@ -175,8 +176,10 @@ func (s *Server) routes() []route {
 		{"GET", "/login", false, true, s.getLogin},
 		{"POST", "/login", false, true, s.postLogin},
 		{"POST", "/logout", false, true, s.postLogout},
-		// asynqmon: every method (ReadOnly refuses the writes itself).
-		{"", "/monitoring/", true, false, s.monitoring().ServeHTTP},
+		// asynqmon uses GET, POST and DELETE; ReadOnly refuses the last two.
+		{"GET", "/monitoring/", true, false, mon},
+		{"POST", "/monitoring/", true, false, mon},
+		{"DELETE", "/monitoring/", true, false, mon},
 		{"GET", "/", true, false, s.serveStatic},
 	}
 }

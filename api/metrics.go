@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -69,21 +68,23 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return
 	}
-	// Our queues are always reported, even before their first task, so
-	// dashboards and alerts see zeros rather than gaps.
+	// Our queues are always reported, even before their first task (when
+	// asynq does not know them yet), so dashboards and alerts see zeros
+	// rather than gaps.
+	all := slices.Clone(queues)
 	for _, q := range tasks.Queues {
-		if !slices.Contains(queues, q) {
-			queues = append(queues, q)
+		if !slices.Contains(all, q) {
+			all = append(all, q)
 		}
 	}
 	ok := 1.0
-	for _, q := range queues {
-		info, err := inspectorCall(ctx, func() (*asynq.QueueInfo, error) { return c.insp.GetQueueInfo(q) })
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			info = &asynq.QueueInfo{Queue: q}
-		} else if err != nil {
-			ok = 0
-			continue
+	for _, q := range all {
+		info := &asynq.QueueInfo{Queue: q}
+		if slices.Contains(queues, q) {
+			if info, err = inspectorCall(ctx, func() (*asynq.QueueInfo, error) { return c.insp.GetQueueInfo(q) }); err != nil {
+				ok = 0
+				continue
+			}
 		}
 		for state, n := range map[string]int{"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
 			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed, "aggregating": info.Aggregating} {
