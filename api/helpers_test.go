@@ -54,7 +54,7 @@ type opts struct {
 
 var notFound = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 
-func setup(t *testing.T, o opts) *bundle {
+func setup(t testing.TB, o opts) *bundle {
 	t.Helper()
 	b := &bundle{redis: redistest.StartServer(t)}
 	b.rdb = b.redis.Client(t)
@@ -82,7 +82,7 @@ func setup(t *testing.T, o opts) *bundle {
 	return b
 }
 
-func (b *bundle) startWorker(t *testing.T, so smtptest.Options) {
+func (b *bundle) startWorker(t testing.TB, so smtptest.Options) {
 	t.Helper()
 	b.smtp = smtptest.Start(t, so)
 	dns := dnstest.Start(t, dnstest.Zone{
@@ -126,7 +126,7 @@ func (b *bundle) startWorker(t *testing.T, so smtptest.Options) {
 
 // do sends a request with key (none when "") and returns the response with
 // its body read.
-func (b *bundle) do(t *testing.T, method, path, key, ctype string, body any) (*http.Response, []byte) {
+func (b *bundle) do(t testing.TB, method, path, key, ctype string, body any) (*http.Response, []byte) {
 	t.Helper()
 	var r io.Reader
 	switch v := body.(type) {

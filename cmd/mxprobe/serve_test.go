@@ -54,7 +54,7 @@ var (
 func TestServeEmbedded(t *testing.T) {
 	t.Parallel()
 	smtpSrv := smtptest.Start(t, smtptest.Options{
-		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil},
+		Rcpt:        map[string]*smtp.SMTPError{"alice@example.test": nil},
 		RcptDefault: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"},
 	})
 	dns := dnstest.Start(t, dnstest.Zone{
