@@ -57,8 +57,9 @@ type Config struct {
 	// registered in it. Nil: a new registry with the Go and process
 	// collectors.
 	Registry *prometheus.Registry
-	// RequireWorker makes /readyz fail while no worker heartbeats in Redis
-	// (default true via New; set SkipWorkerCheck to turn it off).
+	// SkipWorkerCheck lets /readyz pass while no worker heartbeats in
+	// Redis (by default an API with no worker is not ready: validations
+	// would queue but never finish).
 	SkipWorkerCheck bool
 	Logger          *slog.Logger
 }
