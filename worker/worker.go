@@ -45,7 +45,11 @@ type Config struct {
 	// OnResult is called with every final result, for Go programs that embed
 	// the worker. It must not block for long.
 	OnResult func(context.Context, tasks.Result)
-	Logger   *slog.Logger
+	// OnCallback is told the outcome of every callback attempt:
+	// "delivered", "gone" (410, not retried), "refused" (final) or "retry".
+	// For metrics; it must not block.
+	OnCallback func(ctx context.Context, outcome string)
+	Logger     *slog.Logger
 	// SchedulerInterval is how often retries and delayed tasks move back to
 	// their queue (asynq's default: 5 s); PollInterval how often an idle
 	// worker looks for new tasks (default 1 s). Tests shorten both.
@@ -389,17 +393,26 @@ func (w *Worker) processCallback(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
 	err = w.deliver.Deliver(ctx, p.URL, p.EventID, p.Body)
+	outcome := func(o string) {
+		if w.cfg.OnCallback != nil {
+			w.cfg.OnCallback(ctx, o)
+		}
+	}
 	switch {
 	case err == nil:
+		outcome("delivered")
 		return nil
 	case errors.Is(err, ErrCallbackGone):
+		outcome("gone")
 		w.log.Info("callback receiver answered 410 Gone; not retrying", "task_id", id)
 		return nil
 	}
 	var ce *CallbackError
 	if errors.As(err, &ce) && !ce.Retryable {
+		outcome("refused")
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
+	outcome("retry")
 	return err
 }
 

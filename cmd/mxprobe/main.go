@@ -6,6 +6,7 @@
 //	mxprobe check [flags] ADDRESS...   probe addresses now and print verdicts
 //	mxprobe worker [flags]             process queued validations
 //	mxprobe enqueue [flags] ADDRESS... queue validations, optionally wait
+//	mxprobe serve [flags]              HTTP API, web page, asynqmon and a worker
 //	mxprobe doctor [flags]             audit this host (exit 1 on any failed check)
 //
 // Every flag has an environment equivalent: --smtp-port is MXPROBE_SMTP_PORT.
@@ -52,6 +53,7 @@ func commands() []command {
 		{"check", "probe addresses now and print their verdicts", runCheck},
 		{"worker", "process validation tasks from Redis under the shared rate limits", runWorker},
 		{"enqueue", "queue addresses for validation (optionally wait for the verdicts)", runEnqueue},
+		{"serve", "run the HTTP API, web page and a worker (embedded Redis without --redis-url)", runServe},
 		{"doctor", "audit this host: port 25, egress IP, reverse DNS, HELO, SPF, blocklists, proxy", runDoctor},
 	}
 }

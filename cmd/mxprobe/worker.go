@@ -159,8 +159,10 @@ func (b *builtWorker) start(ctx context.Context) error {
 	return b.w.Start()
 }
 
-// buildWorker wires validator → gate → limiter → worker on rdb.
-func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*builtWorker, error) {
+// buildWorker wires validator → gate → limiter → worker on rdb. adjust, if
+// given, may change the limiter's and the worker's configuration (serve
+// wires metrics there) before they are built.
+func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust ...func(*ratelimit.Config, *worker.Config)) (*builtWorker, error) {
 	vcfg, err := f.probe.config(func(msg string) { log.Warn(msg) })
 	if err != nil {
 		return nil, err
@@ -168,6 +170,10 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*built
 	lcfg, err := f.limiterConfig()
 	if err != nil {
 		return nil, err
+	}
+	var wcfg worker.Config
+	for _, a := range adjust {
+		a(&lcfg, &wcfg)
 	}
 	limiter, err := ratelimit.New(rdb, lcfg)
 	if err != nil {
@@ -217,14 +223,13 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger) (*built
 	if f.callbackSecret == "" {
 		return nil, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
 	}
-	w, err := worker.New(rdb, v, worker.Config{
-		Concurrency:     f.concurrency,
-		Retry:           worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp},
-		ShutdownTimeout: f.shutdownTimeout,
-		Cache:           worker.CacheTTL{Valid: f.cacheValid, Invalid: f.cacheInvalid, Risky: f.cacheRisky, Unknown: f.cacheUnknown},
-		Callback:        cbcfg,
-		Logger:          log,
-	})
+	wcfg.Concurrency = f.concurrency
+	wcfg.Retry = worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp}
+	wcfg.ShutdownTimeout = f.shutdownTimeout
+	wcfg.Cache = worker.CacheTTL{Valid: f.cacheValid, Invalid: f.cacheInvalid, Risky: f.cacheRisky, Unknown: f.cacheUnknown}
+	wcfg.Callback = cbcfg
+	wcfg.Logger = log
+	w, err := worker.New(rdb, v, wcfg)
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}

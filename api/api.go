@@ -1,0 +1,226 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	// Redis holds the queues, batches and quota counters. Required.
+	Redis redis.UniversalClient
+	// Keys are the accepted API keys. Required unless NoAuth.
+	Keys *KeySet
+	// NoAuth serves every route without a key: for local demos only.
+	NoAuth bool
+	// Quota is each key's request budget per minute (0: unlimited).
+	Quota int
+	// MaxWait caps the wait parameter of POST /v1/validations (default 30 s).
+	MaxWait time.Duration
+	// ValidateWait is how long POST /validate waits for a verdict before
+	// answering with a provisional one (default 5 s).
+	ValidateWait time.Duration
+	// MaxBatchRows caps the rows of one batch (default 10,000);
+	// MaxBatchBytes its body (default 8 MiB).
+	MaxBatchRows  int
+	MaxBatchBytes int64
+	// BatchQueue is the queue batches go to unless the request names one
+	// (default bulk, so imports never delay sign-up forms).
+	BatchQueue string
+	// Retention is how long results and batches stay readable (default
+	// 24 h, like tasks.Client's default).
+	Retention time.Duration
+	// Prefix starts the API's own Redis keys (default "mxprobe:api:").
+	Prefix string
+	// Limiter and Limits answer GET /v1/providers (cool-downs in force, and
+	// the configured budgets). Optional: without them the list is empty.
+	Limiter *ratelimit.Limiter
+	Limits  ratelimit.Config
+	// Static is the web page served at / (index.html at its root).
+	Static fs.FS
+	// MonitoringWrite lets asynqmon change queues (pause, delete, run);
+	// without it asynqmon is read-only.
+	MonitoringWrite bool
+	// Registry is where /metrics gathers from; the queue collector is
+	// registered in it. Nil: a new registry with the Go and process
+	// collectors.
+	Registry *prometheus.Registry
+	// SkipWorkerCheck lets /readyz pass while no worker heartbeats in
+	// Redis (by default an API with no worker is not ready: validations
+	// would queue but never finish).
+	SkipWorkerCheck bool
+	Logger          *slog.Logger
+}
+
+// Server is the HTTP API. Its Handler is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	client  *tasks.Client
+	insp    *asynq.Inspector
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+	reg     *prometheus.Registry
+	now     func() time.Time
+}
+
+// route is one entry of the routing table; the OpenAPI test walks it.
+type route struct {
+	method, pattern string
+	auth            bool
+	// doc is false for routes deliberately left out of the OpenAPI
+	// document (the web page, asynqmon, the login form).
+	doc     bool
+	handler http.HandlerFunc
+}
+
+// New checks cfg and builds the Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("api: Config.Redis is required")
+	}
+	if !cfg.NoAuth && (cfg.Keys == nil || cfg.Keys.Len() == 0) {
+		return nil, errors.New("api: no API keys configured (set Keys, or NoAuth for a local demo)")
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 30 * time.Second
+	}
+	if cfg.ValidateWait == 0 {
+		cfg.ValidateWait = 5 * time.Second
+	}
+	if cfg.MaxBatchRows == 0 {
+		cfg.MaxBatchRows = 10_000
+	}
+	if cfg.MaxBatchBytes == 0 {
+		cfg.MaxBatchBytes = 8 << 20
+	}
+	if cfg.BatchQueue == "" {
+		cfg.BatchQueue = tasks.QueueBulk
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "mxprobe:api:"
+	}
+	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 {
+		return nil, errors.New("api: negative limits in Config")
+	}
+	s := &Server{
+		cfg:    cfg,
+		rdb:    cfg.Redis,
+		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention)),
+		insp:   asynq.NewInspectorFromRedisClient(cfg.Redis),
+		log:    cfg.Logger,
+		reg:    cfg.Registry,
+		now:    time.Now,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(prometheusGoCollectors()...)
+	}
+	if err := s.reg.Register(NewQueueCollector(s.insp)); err != nil {
+		return nil, err
+	}
+	s.mux = http.NewServeMux()
+	for _, rt := range s.routes() {
+		h := http.Handler(rt.handler)
+		if rt.auth && !cfg.NoAuth {
+			h = s.requireKey(h)
+		}
+		pattern := rt.pattern
+		if rt.method != "" {
+			pattern = rt.method + " " + pattern
+		}
+		s.mux.Handle(pattern, h)
+	}
+	s.handler = s.withRequestID(s.withRecover(http.HandlerFunc(s.dispatch)))
+	return s, nil
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases what New opened (not the Redis client).
+func (s *Server) Close() error { return nil }
+
+func (s *Server) routes() []route {
+	mon := s.monitoring().ServeHTTP
+	return []route{
+		{"POST", "/v1/validations", true, true, s.postValidation},
+		{"GET", "/v1/validations/{id}", true, true, s.getValidation},
+		{"POST", "/v1/batches", true, true, s.postBatch},
+		{"GET", "/v1/batches/{id}", true, true, s.getBatch},
+		{"GET", "/v1/batches/{id}/results", true, true, s.getBatchResults},
+		{"GET", "/v1/providers", true, true, s.getProviders},
+		{"GET", "/v1/openapi.json", false, true, s.getOpenAPI},
+		{"POST", "/validate", true, true, s.postValidate},
+		{"GET", "/metrics", true, true, s.getMetrics},
+		{"GET", "/healthz", false, true, s.getHealthz},
+		{"GET", "/readyz", false, true, s.getReadyz},
+		{"GET", "/login", false, true, s.getLogin},
+		{"POST", "/login", false, true, s.postLogin},
+		{"POST", "/logout", false, true, s.postLogout},
+		// asynqmon uses GET, POST and DELETE; ReadOnly refuses the last two.
+		{"GET", "/monitoring/", true, false, mon},
+		{"POST", "/monitoring/", true, false, mon},
+		{"DELETE", "/monitoring/", true, false, mon},
+		{"GET", "/", true, false, s.serveStatic},
+	}
+}
+
+// dispatch routes through the mux, answering a miss in the error shape
+// instead of ServeMux's plain text.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// No pattern: ServeMux would answer 404 or 405; ask it which, quietly.
+	rec := httptest.NewRecorder()
+	s.mux.ServeHTTP(rec, r)
+	if rec.Code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.Header().Get("Allow"))
+		writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+		return
+	}
+	writeError(w, http.StatusNotFound, codeRouteNotFound, "no such endpoint; see /v1/openapi.json")
+}
+
+func (s *Server) withRecover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger(r.Context()).Error("panic in handler", "panic", v)
+				writeError(w, http.StatusInternalServerError, codeInternal, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ping checks Redis before accepting work that needs it.
+func (s *Server) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
+}

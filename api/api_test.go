@@ -1,0 +1,707 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/api"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+// concrete turns a route pattern into a path that reaches it.
+func concrete(pattern string) string {
+	switch pattern {
+	case "/monitoring/":
+		return "/monitoring/api/queues"
+	}
+	return strings.NewReplacer("{id}", "b_000000000000000000000000").Replace(pattern)
+}
+
+func TestAuthEnforcedOnEveryRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	aliceSecret := strings.SplitN(keyA, ":", 2)[1]
+	creds := []struct {
+		name, header string
+		want401      bool
+		wantErr      string // RFC 6750 error in the challenge
+	}{
+		{"no key", "", true, ""},
+		{"wrong secret", "Bearer alice:not-the-secret-at-all", true, "invalid_token"},
+		{"malformed header", "Basic YWxpY2U6eA==", true, "invalid_request"},
+		{"empty bearer", "Bearer ", true, "invalid_request"},
+		{"other key's id", "Bearer bob:" + aliceSecret, true, "invalid_token"},
+		{"unknown id", "Bearer mallory:" + aliceSecret, true, "invalid_token"},
+		{"good key", "Bearer " + keyA, false, ""},
+	}
+	for _, rt := range b.api.Routes() {
+		for _, c := range creds {
+			name := fmt.Sprintf("%s %s/%s", rt.Method, rt.Pattern, c.name)
+			req, _ := http.NewRequest(rt.Method, b.srv.URL+concrete(rt.Pattern), nil)
+			if c.header != "" {
+				req.Header.Set("Authorization", c.header)
+			}
+			resp, err := b.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got401 := resp.StatusCode == http.StatusUnauthorized
+			switch {
+			case rt.Auth && c.want401 && !got401:
+				t.Errorf("%s: status %d, want 401", name, resp.StatusCode)
+			case rt.Auth && c.want401:
+				ch := resp.Header.Get("WWW-Authenticate")
+				if !strings.HasPrefix(ch, "Bearer ") || (c.wantErr != "" && !strings.Contains(ch, `error="`+c.wantErr+`"`)) {
+					t.Errorf("%s: WWW-Authenticate %q, want Bearer with error %q", name, ch, c.wantErr)
+				}
+			case got401 && (!rt.Auth || !c.want401):
+				t.Errorf("%s: 401 on a request that should pass auth", name)
+			}
+		}
+	}
+}
+
+func TestNoAuthNeedsExplicitFlag(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	if _, err := api.New(api.Config{Redis: b.rdb}); err == nil {
+		t.Fatal("New without keys and without NoAuth succeeded: the API would be open by accident")
+	}
+	open := setup(t, opts{cfg: func(c *api.Config) { c.Keys, c.NoAuth = nil, true }})
+	if resp, _ := open.do(t, "GET", "/v1/providers", "", "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("NoAuth: status %d", resp.StatusCode)
+	}
+}
+
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
+		t.Errorf("openapi %q, want 3.1.x", doc.OpenAPI)
+	}
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	routed := map[string]bool{}
+	for _, rt := range b.api.Routes() {
+		if !rt.Doc {
+			continue
+		}
+		k := rt.Method + " " + rt.Pattern
+		routed[k] = true
+		if !documented[k] {
+			t.Errorf("route %s is not in openapi.json", k)
+		}
+	}
+	for k := range documented {
+		if !routed[k] {
+			t.Errorf("openapi.json documents %s, which the router does not serve", k)
+		}
+		// And the real handler answers it (not the mux's miss).
+		method, path, _ := strings.Cut(k, " ")
+		resp, body := b.do(t, method, concrete(path), keyA, "", nil)
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			if strings.Contains(string(body), "route_not_found") || strings.Contains(string(body), "method_not_allowed") {
+				t.Errorf("%s: documented but the router misses it (%d)", k, resp.StatusCode)
+			}
+		}
+	}
+	// The served document is the embedded one.
+	resp, body := b.do(t, "GET", "/v1/openapi.json", "", "", nil)
+	if resp.StatusCode != 200 || string(body) != string(api.OpenAPIDoc) {
+		t.Errorf("GET /v1/openapi.json: %d", resp.StatusCode)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{cfg: func(c *api.Config) { c.MaxBatchRows = 3 }})
+	big := `{"address":"a@example.com","metadata":{"x":"` + strings.Repeat("y", 70<<10) + `"}}`
+	tests := []struct {
+		name, method, path, ctype string
+		body                      string
+		wantStatus                int
+		wantCode, wantField       string
+	}{
+		{"malformed JSON", "POST", "/v1/validations", "application/json", `{"address":`, 400, "malformed_json", ""},
+		{"empty body", "POST", "/v1/validations", "application/json", ``, 400, "malformed_json", ""},
+		{"trailing data", "POST", "/v1/validations", "application/json", `{"address":"a@example.com"} {}`, 400, "malformed_json", ""},
+		{"unknown field", "POST", "/v1/validations", "application/json", `{"address":"a@example.com","adress":"x"}`, 400, "unknown_field", "adress"},
+		{"wrong type", "POST", "/v1/validations", "application/json", `{"address":7}`, 422, "invalid_field", "address"},
+		{"oversized body", "POST", "/v1/validations", "application/json", big, 413, "body_too_large", ""},
+		{"wrong content type", "POST", "/v1/validations", "text/plain", `{"address":"a@example.com"}`, 415, "unsupported_media_type", ""},
+		{"bad address", "POST", "/v1/validations", "application/json", `{"address":"not an address"}`, 422, "invalid_field", "address"},
+		{"missing address", "POST", "/v1/validations", "application/json", `{}`, 422, "invalid_field", "address"},
+		{"bad queue", "POST", "/v1/validations", "application/json", `{"address":"a@example.com","queue":"urgent"}`, 422, "invalid_field", "queue"},
+		{"bad callback", "POST", "/v1/validations", "application/json", `{"address":"a@example.com","callback_url":"ftp://x"}`, 422, "invalid_field", "callback_url"},
+		{"metadata not object", "POST", "/v1/validations", "application/json", `{"address":"a@example.com","metadata":[1]}`, 422, "invalid_field", "metadata"},
+		{"bad wait", "POST", "/v1/validations?wait=soon", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
+		{"negative wait", "POST", "/v1/validations?wait=-1s", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
+		{"CSV over row limit", "POST", "/v1/batches", "text/csv", "email\na@x.com\nb@x.com\nc@x.com\nd@x.com\n", 413, "too_many_rows", ""},
+		{"JSON batch over row limit", "POST", "/v1/batches", "application/json", `["a@x.com","b@x.com","c@x.com","d@x.com"]`, 413, "too_many_rows", ""},
+		{"batch not an array", "POST", "/v1/batches", "application/json", `{"address":"a@x.com"}`, 400, "malformed_json", ""},
+		{"empty batch", "POST", "/v1/batches", "text/csv", "email\n", 422, "bad_request", ""},
+		{"batch wrong content type", "POST", "/v1/batches", "application/xml", `<a/>`, 415, "unsupported_media_type", ""},
+		{"batch bad queue", "POST", "/v1/batches?queue=urgent", "application/json", `["a@x.com"]`, 422, "invalid_field", "queue"},
+		{"unknown batch", "GET", "/v1/batches/b_000000000000000000000000", "", "", 404, "not_found", ""},
+		{"malformed batch id", "GET", "/v1/batches/..%2f..", "", "", 404, "", ""},
+		{"bad results format", "GET", "/v1/batches/b_000000000000000000000000/results?format=xml", "", "", 400, "invalid_field", "format"},
+		{"unknown validation", "GET", "/v1/validations/default_nope", "", "", 404, "not_found", ""},
+		{"validation id without queue", "GET", "/v1/validations/nope", "", "", 404, "not_found", ""},
+		{"validate malformed", "POST", "/validate", "", `{"email":`, 400, "malformed_json", ""},
+		{"validate unknown field", "POST", "/validate", "", `{"email":"a@x.com","name":"A"}`, 400, "unknown_field", "name"},
+		{"no such endpoint", "GET", "/v2/things", "", "", 404, "route_not_found", ""},
+		{"method not allowed", "DELETE", "/v1/validations", "", "", 405, "method_not_allowed", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := b.do(t, tt.method, tt.path, keyA, tt.ctype, tt.body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			if tt.wantCode == "" {
+				return
+			}
+			e := decodeError(t, body)
+			if e.Error.Code != tt.wantCode || e.Error.Field != tt.wantField {
+				t.Errorf("error %+v, want code %q field %q", e.Error, tt.wantCode, tt.wantField)
+			}
+		})
+	}
+	// Nothing above may have created a task.
+	for _, q := range tasks.Queues {
+		if n := b.rdb.Exists(context.Background(), "asynq:{"+q+"}:pending").Val(); n != 0 {
+			t.Errorf("queue %s has pending tasks after refused requests", q)
+		}
+	}
+}
+
+// fastFail makes the bundle's Redis client give up at once when Redis is
+// gone (go-redis otherwise retries for seconds), to keep the test short.
+func fastFail(c *api.Config) {
+	c.Redis = redis.NewClient(&redis.Options{Addr: c.Redis.(*redis.Client).Options().Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+}
+
+func TestRedisDownIs503(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{cfg: fastFail})
+	b.redis.Kill(t)
+	tests := []struct{ name, method, path, ctype, body string }{
+		{"validation", "POST", "/v1/validations", "application/json", `{"address":"a@example.com"}`},
+		{"validation status", "GET", "/v1/validations/default_x", "", ""},
+		{"batch", "POST", "/v1/batches", "application/json", `["a@example.com"]`},
+		{"batch status", "GET", "/v1/batches/b_000000000000000000000000", "", ""},
+		{"form", "POST", "/validate", "", `{"email":"a@example.com"}`},
+		{"readyz", "GET", "/readyz", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := b.do(t, tt.method, tt.path, keyA, tt.ctype, tt.body)
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("status %d Retry-After %q, want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+		})
+	}
+	if resp, _ := b.do(t, "GET", "/healthz", "", "", nil); resp.StatusCode != 200 {
+		t.Errorf("healthz %d while Redis is down; liveness must not depend on Redis", resp.StatusCode)
+	}
+	// With a quota the key check itself needs Redis: still 503, not 401/500.
+	q := setup(t, opts{cfg: func(c *api.Config) { fastFail(c); c.Quota = 5 }})
+	q.redis.Kill(t)
+	if resp, _ := q.do(t, "GET", "/v1/providers", keyA, "", nil); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("quota check with Redis down: %d, want 503", resp.StatusCode)
+	}
+}
+
+type validation struct {
+	ID        string        `json:"id"`
+	StatusURL string        `json:"status_url"`
+	State     string        `json:"state"`
+	Final     bool          `json:"final"`
+	Result    *tasks.Result `json:"result"`
+}
+
+func TestWaitReturnsInlineResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{
+		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil}, RcptDefault: notFound,
+	}})
+	tests := []struct{ name, addr, verdict, reason string }{
+		{"valid", "alice@example.test", tasks.VerdictValid, "mailbox_exists"},
+		{"invalid", "bob@example.test", tasks.VerdictInvalid, "mailbox_not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := b.do(t, "POST", "/v1/validations?wait=20", keyA, "application/json",
+				map[string]any{"address": tt.addr, "metadata": map[string]int{"user": 7}, "request_id": "r1"})
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, want 200: %s", resp.StatusCode, body)
+			}
+			v := mustJSON[validation](t, body)
+			if v.Result == nil || v.Result.Verdict != tt.verdict || v.Result.Reason != tt.reason || !v.Final {
+				t.Fatalf("result %s, want %s/%s", body, tt.verdict, tt.reason)
+			}
+			if v.StatusURL != "/v1/validations/"+v.ID || string(v.Result.Metadata) != `{"user":7}` || v.Result.RequestID != "r1" {
+				t.Errorf("status_url/metadata/request_id not carried: %s", body)
+			}
+			if v.Result.SMTP == nil || v.Result.SMTP.Code == 0 || v.Result.MXHost != "mx.example.test" {
+				t.Errorf("SMTP reply missing: %s", body)
+			}
+			resp, body = b.do(t, "GET", v.StatusURL, keyA, "", nil)
+			got := mustJSON[validation](t, body)
+			if resp.StatusCode != 200 || got.Result == nil || got.Result.Verdict != tt.verdict || got.State != "completed" {
+				t.Errorf("GET %s: %d %s", v.StatusURL, resp.StatusCode, body)
+			}
+		})
+	}
+	// Without wait: 202 with the id, at once.
+	resp, body := b.do(t, "POST", "/v1/validations", keyA, "application/json", map[string]string{"address": "carol@example.test"})
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Location") == "" || mustJSON[validation](t, body).ID == "" {
+		t.Errorf("no wait: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := b.do(t, "GET", "/readyz", "", "", nil); resp.StatusCode != 200 || !strings.Contains(string(body), `"workers":1`) {
+		t.Errorf("readyz with a worker: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestWaitTimesOutWith202(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{}) // no worker: nothing will finish
+	resp, body := b.do(t, "POST", "/v1/validations?wait=100ms", keyA, "application/json", map[string]string{"address": "a@example.com"})
+	v := mustJSON[validation](t, body)
+	if resp.StatusCode != http.StatusAccepted || v.Final || v.State != "pending" {
+		t.Errorf("status %d %s, want 202 pending", resp.StatusCode, body)
+	}
+	if resp, body := b.do(t, "GET", "/readyz", "", "", nil); resp.StatusCode != 200 {
+		t.Errorf("readyz with SkipWorkerCheck: %d %s", resp.StatusCode, body)
+	}
+	strict := setup(t, opts{cfg: func(c *api.Config) { c.SkipWorkerCheck = false }})
+	if resp, body := strict.do(t, "GET", "/readyz", "", "", nil); resp.StatusCode != 503 || !strings.Contains(string(body), "no worker") {
+		t.Errorf("readyz without a worker: %d %s, want 503", resp.StatusCode, body)
+	}
+}
+
+func TestSignUpFormPattern(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{
+		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil}, RcptDefault: notFound,
+	}, cfg: func(c *api.Config) { c.ValidateWait = 20 * time.Second }})
+	type form struct {
+		Result  bool   `json:"result"`
+		Verdict string `json:"verdict"`
+		Reason  string `json:"reason"`
+		Email   string `json:"email"`
+		ID      string `json:"id"`
+	}
+	tests := []struct {
+		name, email, ctype string
+		want               bool
+		wantVerdict        string
+	}{
+		// fetch() with a string body and no headers sends text/plain.
+		{"valid, fetch default type", "alice@example.test", "text/plain;charset=UTF-8", true, "valid"},
+		{"unknown mailbox", "bob@example.test", "application/json", false, "invalid"},
+		{"bad syntax", "bob@@example.test", "", false, "invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := b.do(t, "POST", "/validate", keyA, tt.ctype, `{"email":`+strconvQuote(tt.email)+`}`)
+			f := mustJSON[form](t, body)
+			if resp.StatusCode != 200 || f.Result != tt.want || f.Verdict != tt.wantVerdict || f.Email == "" {
+				t.Errorf("got %d %s, want result %v verdict %s", resp.StatusCode, body, tt.want, tt.wantVerdict)
+			}
+		})
+	}
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+type batchAccepted struct {
+	ID         string `json:"id"`
+	StatusURL  string `json:"status_url"`
+	ResultsURL string `json:"results_url"`
+	Accepted   int    `json:"accepted"`
+	Rejected   []struct {
+		Line  int    `json:"line"`
+		Input string `json:"input"`
+		Error string `json:"error"`
+	} `json:"rejected"`
+}
+
+type resultRow struct {
+	Line    int    `json:"line"`
+	Input   string `json:"input"`
+	TaskID  string `json:"task_id"`
+	State   string `json:"state"`
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	MXHost  string `json:"mx_host"`
+	Code    int    `json:"smtp_code"`
+}
+
+func TestBatchFormatsAndBadRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	tests := []struct {
+		name, ctype, body string
+		wantAccepted      int
+		wantRejectedLines []int
+		wantInputs        []string
+	}{
+		{"JSON strings and objects", "application/json",
+			`["a@example.com", {"address":"b@example.com","request_id":"x"}, "not-an-address", 7, {"address":"c@example.com","bogus":1}]`,
+			2, []int{3, 4, 5}, []string{"a@example.com", "b@example.com", "not-an-address", "7", `{"address":"c@example.com","bogus":1}`}},
+		{"NDJSON", "application/x-ndjson", "\"a@example.com\"\n\n{\"address\":\"b@@x\"}\n{\"address\":\"c@example.com\"}\nnot json\n",
+			2, []int{3, 5}, []string{"a@example.com", "b@@x", "c@example.com", "not json"}},
+		{"CSV with email header not first", "text/csv", "name,email\nAnn,a@example.com\nBob,bob@@example.com\nCy\n",
+			1, []int{3, 4}, []string{"a@example.com", "bob@@example.com", "Cy"}},
+		{"CSV without header", "text/csv; charset=utf-8", "a@example.com\nb@example.com,extra\n",
+			2, nil, []string{"a@example.com", "b@example.com"}},
+		{"CSV with other header", "text/csv", "contact\na@example.com\n",
+			1, nil, []string{"a@example.com"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := b.do(t, "POST", "/v1/batches", keyA, tt.ctype, tt.body)
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			a := mustJSON[batchAccepted](t, body)
+			var lines []int
+			for _, r := range a.Rejected {
+				lines = append(lines, r.Line)
+				if r.Error == "" {
+					t.Errorf("rejected row %d without a reason", r.Line)
+				}
+			}
+			if a.Accepted != tt.wantAccepted || !slices.Equal(lines, tt.wantRejectedLines) {
+				t.Errorf("accepted %d rejected lines %v, want %d %v: %s", a.Accepted, lines, tt.wantAccepted, tt.wantRejectedLines, body)
+			}
+			_, body = b.do(t, "GET", a.ResultsURL+"?format=ndjson", keyA, "", nil)
+			var inputs []string
+			for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+				inputs = append(inputs, mustJSON[resultRow](t, []byte(l)).Input)
+			}
+			if !slices.Equal(inputs, tt.wantInputs) {
+				t.Errorf("results inputs %q, want %q", inputs, tt.wantInputs)
+			}
+		})
+	}
+}
+
+func TestBatchProgressAndResults(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{
+		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil, "carol@example.test": nil}, RcptDefault: notFound,
+	}})
+	csvBody := "email\nalice@example.test\nbob@example.test\n=cmd|' /C calc'!A0\ncarol@example.test\n"
+	resp, body := b.do(t, "POST", "/v1/batches", keyA, "text/csv", csvBody)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	a := mustJSON[batchAccepted](t, body)
+	if a.Accepted != 3 || len(a.Rejected) != 1 || a.Rejected[0].Line != 4 {
+		t.Fatalf("accepted %s", body)
+	}
+	// Wait for every task through the producer API (signals, not sleeps).
+	_, body = b.do(t, "GET", a.ResultsURL, keyA, "", nil)
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		r := mustJSON[resultRow](t, []byte(l))
+		if r.TaskID == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if _, err := b.client.Wait(ctx, r.TaskID); err != nil {
+			t.Fatalf("waiting for %s: %v", r.TaskID, err)
+		}
+		cancel()
+	}
+	type status struct {
+		Total, Done, Rejected int
+		State                 string
+		Counts                map[string]int
+	}
+	_, body = b.do(t, "GET", a.StatusURL, keyA, "", nil)
+	st := mustJSON[status](t, body)
+	want := map[string]int{"valid": 2, "invalid": 1, "risky": 0, "unknown": 0, "pending": 0}
+	if st.Total != 3 || st.Done != 3 || st.Rejected != 1 || st.State != "done" || fmt.Sprint(st.Counts) != fmt.Sprint(want) {
+		t.Errorf("progress %s, want 3/3 done with counts %v", body, want)
+	}
+	// A second read comes from the batch's cache of final rows: same answer.
+	if _, again := b.do(t, "GET", a.StatusURL, keyA, "", nil); string(again) != string(body) {
+		t.Errorf("second read %s differs from %s", again, body)
+	}
+
+	req, _ := http.NewRequest("GET", b.srv.URL+a.ResultsURL, nil)
+	req.Header.Set("Authorization", "Bearer "+keyA)
+	req.Header.Set("Accept", "text/csv")
+	r, err := b.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var sb strings.Builder
+	if _, err := fmt.Fprint(&sb, mustRead(t, r)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
+	wantPrefixes := []string{
+		"line,input,address,state,verdict,reason,mx_host,smtp_code,smtp_enhanced_code,smtp_text,task_id,error",
+		"2,alice@example.test,alice@example.test,done,valid,mailbox_exists,mx.example.test,250,",
+		"3,bob@example.test,bob@example.test,done,invalid,mailbox_not_found,mx.example.test,550,5.1.1,No such user here,",
+		// Formula injection defused, row kept in place.
+		`4,'=cmd|' /C calc'!A0,,rejected,invalid,bad_syntax,`,
+		"5,carol@example.test,carol@example.test,done,valid,mailbox_exists,",
+	}
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "text/csv") || len(lines) != len(wantPrefixes) {
+		t.Fatalf("CSV %q:\n%s", r.Header.Get("Content-Type"), sb.String())
+	}
+	for i, p := range wantPrefixes {
+		if !strings.HasPrefix(lines[i], p) {
+			t.Errorf("CSV line %d: %q, want prefix %q", i+1, lines[i], p)
+		}
+	}
+}
+
+func mustRead(t *testing.T, r *http.Response) string {
+	t.Helper()
+	var sb strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return sb.String()
+}
+
+func TestMetricsExposeQueueGauges(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	for range 2 {
+		if resp, body := b.do(t, "POST", "/v1/validations", keyA, "application/json", map[string]string{"address": "a@example.com", "queue": "critical"}); resp.StatusCode != 202 {
+			t.Fatalf("enqueue: %d %s", resp.StatusCode, body)
+		}
+	}
+	resp, body := b.do(t, "GET", "/metrics", keyA, "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("metrics: %d", resp.StatusCode)
+	}
+	for _, want := range []string{
+		`mxprobe_queue_tasks{queue="critical",state="pending"} 2`,
+		`mxprobe_queue_tasks{queue="bulk",state="pending"} 0`,
+		`mxprobe_queue_latency_seconds{queue="critical"}`,
+		`mxprobe_workers 0`,
+		`mxprobe_queue_scrape_ok 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestQuotaPerKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{cfg: func(c *api.Config) { c.Quota = 2 }})
+	for i := range 2 {
+		if resp, _ := b.do(t, "GET", "/v1/providers", keyA, "", nil); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i+1, resp.StatusCode)
+		}
+	}
+	resp, body := b.do(t, "GET", "/v1/providers", keyA, "", nil)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || decodeError(t, body).Error.Code != "quota_exceeded" {
+		t.Errorf("third request: %d %s, want 429 quota_exceeded with Retry-After", resp.StatusCode, body)
+	}
+	// The quota is per key: bob is unaffected.
+	if resp, _ := b.do(t, "GET", "/v1/providers", keyB, "", nil); resp.StatusCode != 200 {
+		t.Errorf("other key: %d", resp.StatusCode)
+	}
+}
+
+func TestBrowserLoginCookie(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	noRedirect := *b.srv.Client()
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	// A browser without a session is sent to the login form.
+	req, _ := http.NewRequest("GET", b.srv.URL+"/", nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+		t.Fatalf("GET / without session: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	login := func(key, origin, next string) *http.Response {
+		form := url.Values{"key": {key}, "next": {next}}
+		req, _ := http.NewRequest("POST", b.srv.URL+"/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login("alice:wrong-secret-xxxxxxxx", "", "/"); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
+		t.Errorf("wrong key: %d cookies %v", resp.StatusCode, resp.Cookies())
+	}
+	if resp := login(keyA, "https://evil.example", "/"); resp.StatusCode != 403 {
+		t.Errorf("cross-origin login: %d, want 403", resp.StatusCode)
+	}
+	resp = login(keyA, b.srv.URL, "//evil.example/")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Errorf("login: %d to %q (an open redirect must fall back to /)", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "mxprobe_key" {
+			cookie = c
+		}
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("session cookie %+v, want HttpOnly SameSite=Strict", cookie)
+	}
+	get := func(path, origin string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", b.srv.URL+path, nil)
+		req.AddCookie(cookie)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp, mustRead(t, resp)
+	}
+	resp, body := get("/", "")
+	csp := resp.Header.Get("Content-Security-Policy")
+	if resp.StatusCode != 200 || !strings.Contains(body, "<title>t</title>") || !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe") {
+		t.Errorf("GET / with cookie: %d CSP %q", resp.StatusCode, csp)
+	}
+	if resp, _ := get("/app.js", ""); !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+		t.Errorf("app.js content type %q", resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := get("/monitoring/", ""); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("asynqmon with cookie: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := get("/v1/providers", "https://evil.example"); resp.StatusCode != 403 {
+		t.Errorf("cookie on a cross-origin request: %d, want 403", resp.StatusCode)
+	}
+	if resp, _ := get("/nope.html", ""); resp.StatusCode != 404 {
+		t.Errorf("missing file: %d", resp.StatusCode)
+	}
+}
+
+func TestMonitoringReadOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	if resp, body := b.do(t, "POST", "/v1/validations", keyA, "application/json", map[string]string{"address": "a@example.com"}); resp.StatusCode != 202 {
+		t.Fatalf("enqueue: %d %s", resp.StatusCode, body)
+	}
+	resp, body := b.do(t, "GET", "/monitoring/api/queues/default/pending_tasks", keyA, "", nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `\"address\": \"a@example.com\"`) {
+		t.Errorf("asynqmon pending tasks: %d %s (want a pretty-printed payload)", resp.StatusCode, body)
+	}
+	if resp, _ := b.do(t, "POST", "/monitoring/api/queues/default:pause", keyA, "", nil); resp.StatusCode < 400 {
+		t.Errorf("asynqmon write while read-only: %d", resp.StatusCode)
+	}
+	if resp, _ := b.do(t, "GET", "/monitoring/api/queues/default", "", "", nil); resp.StatusCode != 401 {
+		t.Errorf("asynqmon without key: %d", resp.StatusCode)
+	}
+}
+
+func TestRequestIDEchoed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	tests := []struct{ name, sent, want string }{
+		{"honoured", "abc-123", "abc-123"},
+		{"forged log line refused", "x\ty", ""},
+		{"absent", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", b.srv.URL+"/healthz", nil)
+			if tt.sent != "" {
+				req.Header.Set("X-Request-Id", tt.sent)
+			}
+			resp, err := b.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got := resp.Header.Get("X-Request-Id")
+			if (tt.want != "" && got != tt.want) || (tt.want == "" && (got == "" || got == tt.sent)) {
+				t.Errorf("X-Request-Id %q, want %q (or a fresh one)", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProvidersShowCoolDowns(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	lim, err := newLimiter(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.CoolDown(context.Background(), "egress1", "google.com", "blocked"); err != nil {
+		t.Fatal(err)
+	}
+	p := setup(t, opts{cfg: func(c *api.Config) { c.Redis, c.Limiter = b.rdb, lim }})
+	resp, body := p.do(t, "GET", "/v1/providers", keyA, "", nil)
+	var got struct {
+		CoolDowns []struct{ Group, Reason, Egress string } `json:"cool_downs"`
+		Providers []struct {
+			Group  string
+			Paused []any
+		}
+	}
+	got = mustJSON[struct {
+		CoolDowns []struct{ Group, Reason, Egress string } `json:"cool_downs"`
+		Providers []struct {
+			Group  string
+			Paused []any
+		}
+	}](t, body)
+	if resp.StatusCode != 200 || len(got.CoolDowns) != 1 || got.CoolDowns[0].Group != "google.com" || got.CoolDowns[0].Reason != "blocked" {
+		t.Fatalf("providers: %d %s", resp.StatusCode, body)
+	}
+	for _, pr := range got.Providers {
+		if pr.Group == "google.com" && len(pr.Paused) != 1 {
+			t.Errorf("google.com not shown paused: %s", body)
+		}
+	}
+}

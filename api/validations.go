@@ -1,0 +1,241 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+// maxJSONBody caps single-request bodies: an address, a callback URL and
+// tasks.MaxMetadataBytes of metadata fit with room to spare.
+const maxJSONBody = 64 << 10
+
+func writeDecodeError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+	case errors.As(err, &ute):
+		writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, ute.Field, fmt.Sprintf("%s: want a JSON %s", ute.Field, ute.Type))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		writeFieldError(w, http.StatusBadRequest, codeUnknownField, field, "unknown field "+strconv.Quote(field))
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, codeMalformedJSON, "empty body: want a JSON object")
+	default:
+		writeError(w, http.StatusBadRequest, codeMalformedJSON, "malformed JSON: "+err.Error())
+	}
+}
+
+// requireJSON refuses bodies that do not say they are JSON: a form post from
+// another site cannot then pass for an API call.
+func requireJSON(w http.ResponseWriter, r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMedia, "Content-Type must be application/json")
+		return false
+	}
+	return true
+}
+
+// validationRequest is the body of POST /v1/validations.
+type validationRequest struct {
+	Address     string          `json:"address"`
+	CallbackURL string          `json:"callback_url,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	RequestID   string          `json:"request_id,omitempty"`
+	Queue       string          `json:"queue,omitempty"`
+	Transcript  bool            `json:"transcript,omitempty"`
+	NoDedupe    bool            `json:"no_dedupe,omitempty"`
+}
+
+func (v validationRequest) options() []tasks.Option {
+	var opts []tasks.Option
+	if v.Queue != "" {
+		opts = append(opts, tasks.Queue(v.Queue))
+	}
+	if v.Transcript {
+		opts = append(opts, tasks.WithTranscript())
+	}
+	if v.NoDedupe {
+		opts = append(opts, tasks.NoDedupe())
+	}
+	return opts
+}
+
+// validationResponse is the answer of POST and GET /v1/validations.
+type validationResponse struct {
+	ID        string        `json:"id"`
+	StatusURL string        `json:"status_url"`
+	State     string        `json:"state"`
+	Final     bool          `json:"final"`
+	Result    *tasks.Result `json:"result,omitempty"`
+}
+
+func statusURL(id string) string { return "/v1/validations/" + id }
+
+// parseWait reads the wait parameter: a Go duration ("10s") or seconds
+// ("10", "2.5"), capped at max.
+func parseWait(s string, max time.Duration) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil {
+			return 0, errors.New("want a duration such as 10s, or seconds")
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return min(d, max), nil
+}
+
+// enqueue turns a request into a task or an HTTP answer. ok false means the
+// answer has been written.
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req tasks.Request, opts ...tasks.Option) (string, bool) {
+	id, err := s.client.Enqueue(r.Context(), req, opts...)
+	if err != nil {
+		var re *tasks.RequestError
+		if errors.As(err, &re) {
+			writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, re.Field, re.Error())
+			return "", false
+		}
+		logger(r.Context()).Warn("enqueue failed", "err", err)
+		writeUnavailable(w)
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) postValidation(w http.ResponseWriter, r *http.Request) {
+	wait, err := parseWait(r.URL.Query().Get("wait"), s.cfg.MaxWait)
+	if err != nil {
+		writeFieldError(w, http.StatusBadRequest, codeInvalidField, "wait", "wait: "+err.Error())
+		return
+	}
+	if !requireJSON(w, r) {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+	var body validationRequest
+	if !decodeJSON(w, r, &body) {
+		return
+	}
+	if body.Address == "" {
+		writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "address", "address is required")
+		return
+	}
+	id, ok := s.enqueue(w, r, tasks.Request{Address: body.Address, CallbackURL: body.CallbackURL,
+		Metadata: body.Metadata, RequestID: body.RequestID}, body.options()...)
+	if !ok {
+		return
+	}
+	logger(r.Context()).Debug("validation enqueued", "task_id", id)
+	resp := validationResponse{ID: id, StatusURL: statusURL(id), State: "pending"}
+	if wait > 0 {
+		st, err := s.wait(r.Context(), id, wait)
+		if err == nil || st.ID != "" {
+			resp.State, resp.Result, resp.Final = st.State, st.Result, st.Done()
+		}
+	}
+	w.Header().Set("Location", resp.StatusURL)
+	status := http.StatusAccepted
+	if resp.Final {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, resp)
+}
+
+// wait waits up to d for a final result. The task was accepted, so a Redis
+// error here only ends the wait; the client polls the status URL.
+func (s *Server) wait(ctx context.Context, id string, d time.Duration) (tasks.Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	st, err := s.client.Wait(wctx, id)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		logger(ctx).Info("wait ended early", "task_id", id, "err", err)
+	}
+	return st, err
+}
+
+func (s *Server) getValidation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, err := s.client.Get(r.Context(), id)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound):
+		writeError(w, http.StatusNotFound, codeNotFound, "no validation with that id (or its retention ended)")
+		return
+	case err != nil:
+		logger(r.Context()).Warn("reading task failed", "task_id", id, "err", err)
+		writeUnavailable(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, validationResponse{ID: id, StatusURL: statusURL(id), State: st.State, Final: st.Done(), Result: st.Result})
+}
+
+// validateRequest is the sign-up form body of POST /validate.
+type validateRequest struct {
+	Email string `json:"email"`
+}
+
+// validateResponse answers the sign-up form: Result is true only for a
+// valid verdict; a form that also wants to let risky or unknown addresses
+// through reads Verdict.
+type validateResponse struct {
+	Result  bool   `json:"result"`
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	Email   string `json:"email"`
+	ID      string `json:"id,omitempty"`
+	Final   bool   `json:"final"`
+}
+
+// postValidate serves the common sign-up pattern
+// fetch('/validate', {method:'POST', body: JSON.stringify({email})}) → data.result.
+// Such code often sends no Content-Type (fetch then says text/plain), so
+// any type is read as JSON here. A syntactically bad address is an answer
+// (result false, invalid, bad_syntax), not an error: the form shows it.
+func (s *Server) postValidate(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	var body validateRequest
+	if !decodeJSON(w, r, &body) {
+		return
+	}
+	resp := validateResponse{Email: body.Email, Verdict: tasks.VerdictUnknown, Reason: "pending"}
+	id, err := s.client.Enqueue(r.Context(), tasks.Request{Address: body.Email}, tasks.Queue(tasks.QueueCritical))
+	if err != nil {
+		var re *tasks.RequestError
+		if errors.As(err, &re) && re.Field == "address" {
+			resp.Verdict, resp.Reason, resp.Final = tasks.VerdictInvalid, "bad_syntax", true
+			writeJSON(w, http.StatusOK, resp)
+			return
+		}
+		logger(r.Context()).Warn("enqueue failed", "err", err)
+		writeUnavailable(w)
+		return
+	}
+	resp.ID = id
+	st, _ := s.wait(r.Context(), id, s.cfg.ValidateWait)
+	if st.Result != nil {
+		resp.Verdict, resp.Reason, resp.Final = st.Result.Verdict, st.Result.Reason, st.Done()
+		if st.Result.Address != "" {
+			resp.Email = st.Result.Address
+		}
+	}
+	resp.Result = resp.Final && resp.Verdict == tasks.VerdictValid
+	writeJSON(w, http.StatusOK, resp)
+}

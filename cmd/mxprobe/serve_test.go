@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+)
+
+// lineWriter hands each line written to it to a channel, so a test can wait
+// for a log line instead of sleeping.
+type lineWriter struct {
+	pw *io.PipeWriter
+}
+
+func newLineWriter(t *testing.T) (*lineWriter, <-chan string) {
+	pr, pw := io.Pipe()
+	ch := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			select {
+			case ch <- sc.Text():
+			default: // nobody is reading that far; drop
+			}
+		}
+		close(ch)
+	}()
+	t.Cleanup(func() { pw.Close() })
+	return &lineWriter{pw}, ch
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) { return w.pw.Write(b) }
+
+var (
+	keyLine    = regexp.MustCompile(`API key: (\S+)`)
+	listenLine = regexp.MustCompile(`msg=listening url=(http://\S+)`)
+)
+
+// TestServeEmbedded runs `mxprobe serve` with no Redis URL: the embedded
+// miniredis must carry asynq's scripts, the rate limiter's (TIME, EVALSHA)
+// and the worker's dedupe and cache scripts through a real validation.
+func TestServeEmbedded(t *testing.T) {
+	t.Parallel()
+	smtpSrv := smtptest.Start(t, smtptest.Options{
+		Rcpt:        map[string]*smtp.SMTPError{"alice@example.test": nil},
+		RcptDefault: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"},
+	})
+	dns := dnstest.Start(t, dnstest.Zone{
+		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
+		"mx.example.test.": {dnstest.A("127.0.0.1")},
+	})
+	stderr, lines := newLineWriter(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test",
+			"--dns", dns.Addr(), "--smtp-port", strconv.Itoa(smtpSrv.Port()), "--allow-private", "--no-catch-all",
+			"--limit-default", "1000/1s:100:20", "--shutdown-timeout", "5s"}, strings.NewReader(""), io.Discard, stderr)
+	}()
+	var key, base string
+	timeout := time.After(30 * time.Second)
+	var seen []string
+	for base == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("serve ended before listening:\n%s", strings.Join(seen, "\n"))
+			}
+			seen = append(seen, l)
+			if m := keyLine.FindStringSubmatch(l); m != nil {
+				key = m[1]
+			}
+			if m := listenLine.FindStringSubmatch(l); m != nil {
+				base = m[1]
+			}
+		case code := <-done:
+			t.Fatalf("serve exited %d:\n%s", code, strings.Join(seen, "\n"))
+		case <-timeout:
+			t.Fatalf("serve did not start:\n%s", strings.Join(seen, "\n"))
+		}
+	}
+	if key == "" || !strings.Contains(strings.Join(seen, "\n"), "EMBEDDED REDIS") {
+		t.Fatalf("no generated key or no embedded-Redis warning:\n%s", strings.Join(seen, "\n"))
+	}
+	post := func(path, auth, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", base+strings.TrimPrefix(path, "/"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	if code, _ := post("/v1/validations", "", `{"address":"alice@example.test"}`); code != 401 {
+		t.Errorf("without the generated key: %d, want 401", code)
+	}
+	code, v := post("/v1/validations?wait=20s", key, `{"address":"alice@example.test"}`)
+	res, _ := v["result"].(map[string]any)
+	if code != 200 || res == nil || res["verdict"] != "valid" {
+		t.Fatalf("embedded validation: %d %v", code, v)
+	}
+	if code, v := post("/validate", key, `{"email":"bob@example.test"}`); code != 200 || v["result"] != false || v["verdict"] != "invalid" {
+		t.Errorf("/validate: %d %v", code, v)
+	}
+	req, _ := http.NewRequest("GET", base+"readyz", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("readyz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("serve exited %d after cancel, want 0", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"api role needs a shared redis", []string{"serve", "--role", "api"}, "needs --redis-url"},
+		{"bad role", []string{"serve", "--role", "both"}, "want api, worker or all"},
+		{"bad key", []string{"serve", "--api-keys", "alice:short"}, "shorter than 16"},
+		{"no-auth with keys", []string{"serve", "--no-auth", "--api-keys", "alice:0123456789abcdef"}, "choose one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			code := run(context.Background(), tt.args, strings.NewReader(""), io.Discard, &out)
+			if code != exitUsage || !strings.Contains(out.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, out.String(), exitUsage, tt.want)
+			}
+		})
+	}
+}
