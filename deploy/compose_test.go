@@ -21,9 +21,10 @@ const repoRoot = ".."
 
 // goodEnv is what an operator exports before `docker compose up`.
 var goodEnv = map[string]string{
-	"MXPROBE_HELO":     "probe.example.net",
-	"MXPROBE_FROM":     "verify@example.net",
-	"MXPROBE_API_KEYS": "k1,k2",
+	"MXPROBE_HELO":            "probe.example.net",
+	"MXPROBE_FROM":            "verify@example.net",
+	"MXPROBE_API_KEYS":        "web:k1,ops:k2",
+	"MXPROBE_CALLBACK_SECRET": "cb-secret",
 }
 
 // load reads docker-compose.yml as `docker compose` would, with env as the
@@ -76,6 +77,7 @@ func TestComposeNeedsSenderIdentityAndKeys(t *testing.T) {
 		{name: "no HELO", env: without("MXPROBE_HELO"), wantErr: "MXPROBE_HELO"},
 		{name: "no FROM", env: without("MXPROBE_FROM"), wantErr: "MXPROBE_FROM"},
 		{name: "no API keys", env: without("MXPROBE_API_KEYS"), wantErr: "MXPROBE_API_KEYS"},
+		{name: "no callback secret", env: without("MXPROBE_CALLBACK_SECRET"), wantErr: "MXPROBE_CALLBACK_SECRET"},
 	} {
 		_, err := load(t, tc.env)
 		switch {
@@ -100,7 +102,7 @@ func TestComposeServices(t *testing.T) {
 		"MXPROBE_REDIS_URL":       "redis://redis:6379/0",
 		"MXPROBE_HELO":            "probe.example.net",
 		"MXPROBE_FROM":            "verify@example.net",
-		"MXPROBE_CALLBACK_SECRET": "",
+		"MXPROBE_CALLBACK_SECRET": "cb-secret",
 	}
 	for _, tc := range []struct {
 		name        string
@@ -122,7 +124,7 @@ func TestComposeServices(t *testing.T) {
 			wantBuild:   true,
 			wantCommand: []string{"serve", "--role", "api"},
 			wantPorts:   []string{"8080:8080"},
-			wantEnv:     merge(commonEnv, map[string]string{"MXPROBE_API_KEYS": "k1,k2", "MXPROBE_ADDR": ":8080"}),
+			wantEnv:     merge(commonEnv, map[string]string{"MXPROBE_API_KEYS": "web:k1,ops:k2", "MXPROBE_LISTEN": ":8080"}),
 			wantHealthy: []string{"redis"},
 		},
 		{
