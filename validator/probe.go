@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/proxy"
@@ -65,13 +66,26 @@ type ProbeConfig struct {
 	Logger *slog.Logger
 	// Debug, when set, receives the conversation live (mxprobe check --debug).
 	Debug io.Writer
+	// Pool bounds session reuse, which is on unless Pool.Disabled (pool.go).
+	Pool PoolConfig
+	// Pipelining sends RSET, MAIL and RCPT as one group (RFC 2920), and QUIT
+	// last in the group that ends a session, when the server advertises
+	// PIPELINING. Off by default: smtp-probing.md §5 advises against it
+	// (Postfix ≥3.9 drops clients that pipeline where it is not allowed, and
+	// rate limits, not round trips, bound throughput); see
+	// docs/benchmarks.md for what it saves.
+	Pipelining bool
+	// CatchAllCache remembers catch-all results per domain; nil keeps them
+	// in process for 24 h (NewMemoryCatchAllCache).
+	CatchAllCache CatchAllCache
 }
 
 // Gate admits each new SMTP session; the worker wires the shared rate
-// limiter into it. done is called once with the session's outcome when the
-// session ends. A nil Gate admits everything.
+// limiter into it. A new session costs one Admit; a parked session that
+// serves another probe costs none and keeps its Admission until it closes.
+// A nil Gate admits everything.
 type Gate interface {
-	Admit(ctx context.Context, host MXHost) (done func(Outcome), err error)
+	Admit(ctx context.Context, host MXHost) (Admission, error)
 }
 
 // ProbeResult is the answer of one Probe.
@@ -103,6 +117,15 @@ type Prober struct {
 	debug  *lockedWriter
 	dialer proxy.ContextDialer
 	now    func() time.Time
+
+	pool          *sessionPool // nil when reuse is off
+	catchAllCache CatchAllCache
+	// rtts counts round trips (TCP connects and flush-then-read cycles)
+	// for the session-reuse benchmark.
+	rtts atomic.Int64
+	// resetEach sends RSET and MAIL before every address of a reused
+	// session instead of keeping the transaction open (benchmark only).
+	resetEach bool
 
 	// tlsBroken remembers MX hosts whose STARTTLS handshake failed while
 	// TLSVerify was off, so that the next attempt to them goes plaintext
@@ -164,7 +187,46 @@ func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
 	case cfg.MaxReplyLines < 0:
 		return nil, fmt.Errorf("probe: MaxReplyLines %d is negative", cfg.MaxReplyLines)
 	}
+	pc := &cfg.Pool
+	for _, d := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"Pool.MaxRcpts", &pc.MaxRcpts, defaultPoolMaxRcpts},
+		{"Pool.MaxRejects", &pc.MaxRejects, defaultPoolMaxRejects},
+		{"Pool.MaxIdle", &pc.MaxIdle, defaultPoolMaxIdle},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			return nil, fmt.Errorf("probe: %s %d is negative", d.name, *d.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"Pool.IdleTimeout", &pc.IdleTimeout, defaultPoolIdleTimeout},
+		{"Pool.MaxAge", &pc.MaxAge, defaultPoolMaxAge},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			return nil, fmt.Errorf("probe: %s %v is negative", d.name, *d.v)
+		}
+	}
 	p := &Prober{cfg: cfg, gate: gate, log: cfg.Logger, now: time.Now, tlsBroken: make(map[string]time.Time)}
+	p.catchAllCache = cfg.CatchAllCache
+	if p.catchAllCache == nil {
+		p.catchAllCache = NewMemoryCatchAllCache(0, 0)
+	}
+	if !pc.Disabled {
+		p.pool = newSessionPool(*pc, p.release)
+	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -266,6 +328,9 @@ func checkMailFrom(s string) error {
 // a 4yz reply or "no service" before RCPT. After any RCPT reply it stops,
 // so a 5yz RCPT is never re-asked elsewhere. A Gate error ends the probe at
 // once with the error in Err.
+//
+// With the pool on (the default), a parked session to the host serves the
+// probe without a new Admit; see pool.go.
 func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) ProbeResult {
 	if mx.NullMX {
 		return ProbeResult{Stage: StageDNS, Outcome: Outcome{Verdict: Invalid, Reason: ReasonNullMX, Rule: "null MX record"}}
@@ -298,24 +363,16 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 				}
 				return finish(*best)
 			}
-			var done func(Outcome)
-			if p.gate != nil {
-				var err error
-				done, err = p.gate.Admit(ctx, h)
-				if err != nil {
-					out := Outcome{Verdict: Unknown, Reason: ReasonRateLimited, Retryable: true, Rule: "gate refused"}
-					if ctx.Err() != nil {
-						out.Reason = ReasonTimeout
-					}
-					return finish(ProbeResult{Stage: StageConnect, Host: h.Name, Addr: a, Outcome: out, Err: err})
+			r, lines, moveOn, gateErr := p.attempt(ctx, h, a, rcpt, utf8)
+			transcript = append(transcript, lines...)
+			if gateErr != nil {
+				out := Outcome{Verdict: Unknown, Reason: ReasonRateLimited, Retryable: true, Rule: "gate refused"}
+				if ctx.Err() != nil {
+					out.Reason = ReasonTimeout
 				}
+				return finish(ProbeResult{Stage: StageConnect, Host: h.Name, Addr: a, Outcome: out, Err: gateErr})
 			}
 			tried = true
-			r, lines, moveOn := p.session(ctx, h, a, rcpt, utf8)
-			transcript = append(transcript, lines...)
-			if done != nil {
-				done(r.Outcome)
-			}
 			if !moveOn {
 				return finish(r)
 			}
@@ -333,6 +390,16 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 			Outcome: Outcome{Verdict: Unknown, Reason: ReasonNoMX, Rule: "no MX address"}})
 	}
 	return finish(*best)
+}
+
+// Close QUITs every parked session (releasing its Admission) and stops
+// parking; probes still running close their own sessions. The Prober stays
+// usable, without reuse. Safe to call more than once.
+func (p *Prober) Close() error {
+	if p.pool != nil {
+		p.pool.closeAll()
+	}
+	return nil
 }
 
 // ErrNoMXHosts: the MX set had no host with an address to dial.
@@ -356,40 +423,111 @@ func errResult(stage Stage, host string, a netip.Addr, err error) ProbeResult {
 	return ProbeResult{Stage: stage, Host: host, Addr: a, Outcome: out, Err: err}
 }
 
-// session holds one conversation with one address of one host. moveOn says
-// whether the next host may be asked.
-func (p *Prober) session(ctx context.Context, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, transcript []TranscriptLine, moveOn bool) {
-	start := p.now()
+// attempt asks one address of one host: on a parked session when there is
+// one, else on a new session the Gate admits. moveOn says whether the next
+// address may be asked; gateErr is the Gate's refusal.
+func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn bool, gateErr error) {
+	key := poolKey{host: strings.ToLower(strings.TrimSuffix(h.Name, ".")), addr: a.String(), sender: p.cfg.MailFrom}
+	if p.pool != nil {
+		if s := p.pool.take(key); s != nil {
+			if s.adm != nil && !s.adm.Reusable() {
+				p.release(s)
+			} else {
+				r, l, move, stale := p.converse(ctx, s, h, a, rcpt, utf8)
+				if !stale {
+					return r, l, move, nil
+				}
+				// The server had dropped the parked session (an idle
+				// timeout of its own): nothing was learnt, ask on a new one.
+				lines = l
+				p.log.Debug("probe: parked session was stale", "host", h.Name, "addr", a, "err", r.Err)
+			}
+		}
+	}
+	var adm Admission
+	if p.gate != nil {
+		var err error
+		if adm, err = p.gate.Admit(ctx, h); err != nil {
+			return ProbeResult{}, lines, false, err
+		}
+	}
+	born := p.now()
 	conn, err := p.dial(ctx, a)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
 		r := errResult(StageConnect, h.Name, a, &ProbeError{Stage: StageConnect, Host: h.Name, Err: fmt.Errorf("%w: %w", ErrConnect, err)})
-		return r, nil, true
+		if adm != nil {
+			adm.Report(r.Outcome)
+			adm.Done()
+		}
+		return r, lines, true, nil
 	}
+	p.rtts.Add(1) // the TCP connect
 	c := newClient(conn, h.Name, &p.cfg, p.debug, p.now)
-	// The whole-session bound: whatever a command's deadline, ctx ending
+	c.rtts = &p.rtts
+	s := &smtpSession{c: c, key: key, adm: adm, born: born}
+	r, l, move, _ := p.converse(ctx, s, h, a, rcpt, utf8)
+	return r, append(lines, l...), move, nil
+}
+
+// converse holds one probe's part of a session: the greeting when the
+// session is new, then the transaction. Afterwards it reports the outcome to
+// the session's Admission and parks the session or closes it. stale says a
+// reused session failed before any reply about the mailbox; it is closed and
+// the caller may ask again on a new one.
+func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn, stale bool) {
+	start := p.now()
+	c := s.c
+	c.transcript = nil
+	// The whole-probe bound: whatever a command's deadline, ctx ending
 	// closes the connection and fails the pending read.
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-	defer func() {
-		stop()
-		c.close()
-		res.TLS = c.tls
-		p.log.LogAttrs(ctx, slog.LevelDebug, "probe: session",
-			slog.String("host", h.Name), slog.String("addr", a.String()),
-			slog.String("stage", string(res.Stage)), slog.String("verdict", string(res.Outcome.Verdict)),
-			slog.String("reason", string(res.Outcome.Reason)), slog.String("rule", res.Outcome.Rule),
-			slog.Bool("tls", c.tls), slog.Duration("took", p.now().Sub(start)))
-	}()
-	res, moveOn = p.converse(ctx, c, h, rcpt, utf8)
+	res, moveOn, keep, stale := p.talk(ctx, s, h, rcpt, utf8)
+	alive := stop()
 	res.Host, res.Addr = h.Name, a
 	if res.Err != nil && ctx.Err() != nil && !isTimeout(res.Err) {
 		// The read failed because AfterFunc closed the connection; say so.
 		res.Err = &ProbeError{Stage: res.Stage, Host: h.Name, Err: fmt.Errorf("%w (%w)", context.Cause(ctx), res.Err)}
 		res.Outcome = errResult(res.Stage, h.Name, a, res.Err).Outcome
 	}
-	return res, c.transcript, moveOn
+	res.TLS = c.tls
+	p.log.LogAttrs(ctx, slog.LevelDebug, "probe: session",
+		slog.String("host", h.Name), slog.String("addr", a.String()),
+		slog.String("stage", string(res.Stage)), slog.String("verdict", string(res.Outcome.Verdict)),
+		slog.String("reason", string(res.Outcome.Reason)), slog.String("rule", res.Outcome.Rule),
+		slog.Bool("tls", c.tls), slog.Int("rcpts", s.rcpts), slog.Int("rejects", s.rejects),
+		slog.Duration("took", p.now().Sub(start)))
+	if stale && alive && ctx.Err() == nil {
+		c.close()
+		if s.adm != nil {
+			s.adm.Done()
+		}
+		return res, c.transcript, moveOn, true
+	}
+	if s.adm != nil {
+		s.adm.Report(res.Outcome)
+	}
+	if keep && alive && p.pool != nil && c.botched == nil && !c.quitSent &&
+		s.rcpts < p.cfg.Pool.MaxRcpts && s.rejects < p.cfg.Pool.MaxRejects {
+		lines = c.transcript
+		if p.pool.park(s, p.now()) {
+			return res, lines, moveOn, false
+		}
+	}
+	p.release(s)
+	return res, c.transcript, moveOn, false
+}
+
+// release ends a session for good: QUIT when it is healthy, close, and
+// Done to its Admission, exactly once (the pool's owner rule sees to that).
+func (p *Prober) release(s *smtpSession) {
+	s.c.quit()
+	s.c.close()
+	if s.adm != nil {
+		s.adm.Done()
+	}
 }
 
 func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, error) {
@@ -398,96 +536,197 @@ func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, error) {
 	return p.dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.cfg.Port)).String())
 }
 
-// converse runs banner → EHLO/HELO → STARTTLS → EHLO → MAIL → RCPT →
-// catch-all RCPT → QUIT. Never DATA.
-func (p *Prober) converse(ctx context.Context, c *client, h MXHost, rcpt string, utf8 bool) (ProbeResult, bool) {
-	ioFail := func(stage Stage, err error) (ProbeResult, bool) {
+// talk runs banner → EHLO/HELO → STARTTLS → EHLO on a new session, then
+// [RSET →] [MAIL →] RCPT → catch-all RCPT. Never DATA. keep says the session
+// may serve another probe; stale, that a reused session failed before the
+// server said anything about the mailbox.
+func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string, utf8 bool) (res ProbeResult, moveOn, keep, stale bool) {
+	c := s.c
+	reused := s.greeted
+	ioFail := func(stage Stage, err error) (ProbeResult, bool, bool, bool) {
 		r := errResult(stage, h.Name, netip.Addr{}, err)
 		// Before RCPT the host said nothing about the mailbox: a broken
 		// connection there is a connection failure (§1.1 "try at least two").
-		return r, stage != StageRcpt && stage != StageCatchAll
+		return r, stage != StageRcpt && stage != StageCatchAll, false, reused
 	}
-	replied := func(stage Stage, reply Reply) (ProbeResult, bool) {
+	// A refusal before RCPT closes the session: any 4yz or 5yz there, and
+	// above all 421, means the server wants no more of this conversation.
+	replied := func(stage Stage, reply Reply) (ProbeResult, bool, bool, bool) {
 		out := Classify(stage, reply)
-		c.quit()
 		move := stage != StageRcpt && (reply.Code/100 == 4 || out.Action == ActionNextMX)
-		return ProbeResult{Stage: stage, Reply: &reply, Outcome: out}, move
+		return ProbeResult{Stage: stage, Reply: &reply, Outcome: out}, move, false, false
 	}
 
-	// Banner (RFC 5321 §4.3.1: 220, or 554 "no SMTP service").
-	reply, err := c.readReply(StageBanner)
-	if err != nil {
-		return ioFail(StageBanner, err)
-	}
-	if reply.Code != 220 {
-		return replied(StageBanner, reply)
-	}
-	if stage, reply, err := p.hello(c); err != nil {
-		return ioFail(stage, err)
-	} else if reply.Code/100 != 2 {
-		return replied(stage, reply)
-	}
-
-	// Opportunistic STARTTLS (RFC 3207). A refusal (454, 5yz) leaves the
-	// session as it was: carry on in plaintext. A failed handshake kills it.
-	if c.has("STARTTLS") && p.tlsAllowed(h.Name) {
-		reply, err := c.cmd(StageSTARTTLS, "STARTTLS")
+	if !s.greeted {
+		// Banner (RFC 5321 §4.3.1: 220, or 554 "no SMTP service").
+		reply, err := c.readReply(StageBanner)
 		if err != nil {
-			return ioFail(StageSTARTTLS, err)
+			return ioFail(StageBanner, err)
 		}
-		if reply.Code == 220 {
-			if err := c.startTLS(ctx, p.tlsConfig(h.Name)); err != nil {
-				if !p.cfg.TLSVerify {
-					p.markTLSBroken(h.Name)
-				}
+		if reply.Code != 220 {
+			return replied(StageBanner, reply)
+		}
+		if stage, reply, err := p.hello(c); err != nil {
+			return ioFail(stage, err)
+		} else if reply.Code/100 != 2 {
+			return replied(stage, reply)
+		}
+
+		// Opportunistic STARTTLS (RFC 3207). A refusal (454, 5yz) leaves the
+		// session as it was: carry on in plaintext. A failed handshake kills it.
+		if c.has("STARTTLS") && p.tlsAllowed(h.Name) {
+			reply, err := c.cmd(StageSTARTTLS, "STARTTLS")
+			if err != nil {
 				return ioFail(StageSTARTTLS, err)
 			}
-			// RFC 3207 §4.2: forget what was learnt before TLS; EHLO again.
-			reply, err := c.cmd(StageEHLO, "EHLO "+p.cfg.HeloName)
-			if err != nil {
-				return ioFail(StageEHLO, err)
+			if reply.Code == 220 {
+				if err := c.startTLS(ctx, p.tlsConfig(h.Name)); err != nil {
+					if !p.cfg.TLSVerify {
+						p.markTLSBroken(h.Name)
+					}
+					return ioFail(StageSTARTTLS, err)
+				}
+				// RFC 3207 §4.2: forget what was learnt before TLS; EHLO again.
+				reply, err := c.cmd(StageEHLO, "EHLO "+p.cfg.HeloName)
+				if err != nil {
+					return ioFail(StageEHLO, err)
+				}
+				if reply.Code/100 != 2 {
+					return replied(StageEHLO, reply)
+				}
+				c.parseEHLO(reply)
 			}
-			if reply.Code/100 != 2 {
-				return replied(StageEHLO, reply)
-			}
-			c.parseEHLO(reply)
 		}
+		s.greeted = true
+	} else {
+		c.note("*", fmt.Sprintf("reusing session: %d recipients, %d refused, open %s",
+			s.rcpts, s.rejects, p.now().Sub(s.born).Round(time.Millisecond)))
 	}
 
 	// RFC 6531: a mailbox that needs SMTPUTF8 can only be asked about when
-	// the server offers it; otherwise we cannot tell (§9), so stop.
+	// the server offers it; otherwise we cannot tell (§9), so stop. Nothing
+	// was sent: the session is as good as before.
 	if utf8 && !c.has("SMTPUTF8") {
-		c.quit()
-		return ProbeResult{Stage: StageMail, Outcome: Outcome{Verdict: Unknown, Reason: ReasonUnverifiableEAI, Rule: "SMTPUTF8 not offered"}}, false
-	}
-	mail := "MAIL FROM:<" + p.cfg.MailFrom + ">"
-	if utf8 {
-		mail += " SMTPUTF8"
-	}
-	reply, err = c.cmd(StageMail, mail)
-	if err != nil {
-		return ioFail(StageMail, err)
-	}
-	if reply.Code/100 != 2 {
-		return replied(StageMail, reply)
+		return ProbeResult{Stage: StageMail, Outcome: Outcome{Verdict: Unknown, Reason: ReasonUnverifiableEAI, Rule: "SMTPUTF8 not offered"}}, false, true, false
 	}
 
-	reply, err = c.cmd(StageRcpt, "RCPT TO:<"+rcpt+">")
-	if err != nil {
-		return ioFail(StageRcpt, err)
+	domain := rcpt[strings.LastIndexByte(rcpt, '@')+1:]
+	tx := strings.ToLower(domain)
+	if utf8 {
+		tx += " SMTPUTF8"
 	}
-	res := ProbeResult{Stage: StageRcpt, Reply: &reply, Outcome: Classify(StageRcpt, reply)}
-	if reply.Code/100 == 2 {
-		prof := ProfileFor(h.Name)
-		switch {
-		case prof.AcceptsAllAtRcpt:
-			res.Outcome = Outcome{Verdict: Risky, Reason: ReasonAcceptsAllAtRcpt, Rule: "profile " + prof.Name}
-		case p.cfg.CatchAllProbe && !prof.SkipCatchAll && res.Outcome.Verdict == Valid:
-			p.catchAll(c, rcpt, &res)
+	prof := ProfileFor(h.Name)
+	wantCatchAll := p.cfg.CatchAllProbe && !prof.SkipCatchAll && !prof.AcceptsAllAtRcpt
+	var cachedCatchAll, known bool
+	if wantCatchAll {
+		cachedCatchAll, known = p.catchAllCache.CatchAll(ctx, domain)
+	}
+
+	// The group for this address: RSET ends another domain's transaction
+	// (RFC 5321 §4.1.1.5), MAIL opens one with the same sender, RCPT asks.
+	type step struct {
+		stage Stage
+		line  string
+	}
+	var steps []step
+	if s.tx != tx || p.resetEach {
+		if s.tx != "" {
+			steps = append(steps, step{StageRset, "RSET"})
+		}
+		mail := "MAIL FROM:<" + p.cfg.MailFrom + ">"
+		if utf8 {
+			mail += " SMTPUTF8"
+		}
+		steps = append(steps, step{StageMail, mail})
+	}
+	steps = append(steps, step{StageRcpt, "RCPT TO:<" + rcpt + ">"})
+	// RFC 2920 §3.1: RSET, MAIL and RCPT may appear anywhere in a group,
+	// QUIT only last. QUIT joins the group when the session ends after
+	// this RCPT whatever its reply, and no catch-all RCPT may follow it.
+	pipe := p.cfg.Pipelining && c.has("PIPELINING")
+	ending := p.pool == nil || s.rcpts+1 >= p.cfg.Pool.MaxRcpts
+	if pipe && ending && (!wantCatchAll || known) {
+		steps = append(steps, step{StageQuit, "QUIT"})
+	}
+
+	replies := make([]Reply, 0, len(steps))
+	if pipe {
+		for _, st := range steps {
+			if err := c.send(st.stage, st.line); err != nil {
+				// Part of the group may sit in the buffer: never reuse.
+				c.fail(st.stage, err)
+				return ioFail(st.stage, err)
+			}
+			if st.stage == StageQuit {
+				c.quitSent = true
+			}
+		}
+		if err := c.flush(steps[0].stage); err != nil {
+			return ioFail(steps[0].stage, err)
+		}
+		// Every reply is read and checked, in order (RFC 2920 §3.1), even
+		// after a refusal: the server answers each command of the group.
+		for _, st := range steps {
+			reply, err := c.readReply(st.stage)
+			if err != nil {
+				return ioFail(st.stage, err)
+			}
+			replies = append(replies, reply)
+		}
+	} else {
+		for _, st := range steps {
+			reply, err := c.cmd(st.stage, st.line)
+			if err != nil {
+				return ioFail(st.stage, err)
+			}
+			replies = append(replies, reply)
+			if (st.stage == StageRset || st.stage == StageMail) && reply.Code/100 != 2 {
+				break
+			}
 		}
 	}
-	c.quit()
-	return res, false
+
+	for i, reply := range replies {
+		switch steps[i].stage {
+		case StageRset:
+			s.tx = ""
+			if reply.Code != 250 {
+				// RSET cannot fail on a healthy session (RFC 5321 §4.1.1.5
+				// "MUST send a 250"); the server gave up on this one.
+				r, move, _, _ := replied(StageRset, reply)
+				return r, move, false, reused
+			}
+		case StageMail:
+			if reply.Code/100 != 2 {
+				s.tx = ""
+				return replied(StageMail, reply)
+			}
+			s.tx = tx
+		case StageRcpt:
+			s.rcpts++
+			res = ProbeResult{Stage: StageRcpt, Reply: &reply, Outcome: Classify(StageRcpt, reply)}
+			keep = reply.Code != 421 && res.Outcome.Action != ActionCoolDown && res.Outcome.Action != ActionNewSession
+			if reply.Code/100 != 2 {
+				s.rejects++
+				return res, false, keep, false
+			}
+			switch {
+			case prof.AcceptsAllAtRcpt:
+				res.Outcome = Outcome{Verdict: Risky, Reason: ReasonAcceptsAllAtRcpt, Rule: "profile " + prof.Name}
+			case wantCatchAll && res.Outcome.Verdict == Valid && known:
+				v := cachedCatchAll
+				res.CatchAll = &v
+				if v {
+					res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all (remembered)"}
+				}
+			case wantCatchAll && res.Outcome.Verdict == Valid:
+				keep = p.catchAll(ctx, s, domain, &res) && keep
+			}
+			return res, false, keep, false
+		}
+	}
+	// Unreachable: the RCPT reply or an earlier refusal returned above.
+	return errResult(StageRcpt, h.Name, netip.Addr{}, c.fail(StageRcpt, ErrMalformedReply)), false, false, false
 }
 
 // hello sends EHLO and falls back to HELO when EHLO gets a 5yz (RFC 5321
@@ -513,12 +752,19 @@ func (p *Prober) hello(c *client) (Stage, Reply, error) {
 // Accepted → the domain accepts everything: risky/catch_all. Rejected with
 // 5yz → not catch-all, the verdict stands. Anything else (4yz, errors) is
 // inconclusive: CatchAll stays nil and the real RCPT's verdict stands.
-func (p *Prober) catchAll(c *client, rcpt string, res *ProbeResult) {
-	domain := rcpt[strings.LastIndexByte(rcpt, '@')+1:]
+// Conclusive answers are remembered per domain. It reports whether the
+// session may still be reused.
+//
+// It is never pipelined with the real RCPT: it would be wasted, a certain
+// refusal counting toward harvest limits, whenever the real one is refused.
+func (p *Prober) catchAll(ctx context.Context, s *smtpSession, domain string, res *ProbeResult) bool {
 	addr := CatchAllLocalPart(domain, p.cfg.MailFrom, p.now()) + "@" + domain
-	reply, err := c.cmd(StageCatchAll, "RCPT TO:<"+addr+">")
+	reply, err := s.c.cmd(StageCatchAll, "RCPT TO:<"+addr+">")
 	if err != nil {
-		return
+		return false
+	}
+	if reply.Code/100 != 2 {
+		s.rejects++
 	}
 	switch reply.Code / 100 {
 	case 2:
@@ -526,10 +772,14 @@ func (p *Prober) catchAll(c *client, rcpt string, res *ProbeResult) {
 		res.CatchAll = &yes
 		res.Stage, res.Reply = StageCatchAll, &reply
 		res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all accepted"}
+		p.catchAllCache.SetCatchAll(ctx, domain, true)
 	case 5:
 		no := false
 		res.CatchAll = &no
+		p.catchAllCache.SetCatchAll(ctx, domain, false)
 	}
+	out := Classify(StageCatchAll, reply)
+	return reply.Code != 421 && out.Action != ActionCoolDown && out.Action != ActionNewSession
 }
 
 // CatchAllLocalPart returns the random-looking local part of the catch-all

@@ -43,6 +43,7 @@ func newTestProber(t *testing.T, port int, gate Gate, mutate func(*ProbeConfig))
 	if err != nil {
 		t.Fatalf("NewProber: %v", err)
 	}
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 
@@ -548,7 +549,8 @@ func TestProbeTranscript(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			fake := smtptest.StartScript(t, tt.script)
-			p := newTestProber(t, fake.Port(), nil, nil)
+			// One whole session per probe, QUIT included: no reuse here.
+			p := newTestProber(t, fake.Port(), nil, func(c *ProbeConfig) { c.Pool.Disabled = true })
 			rcpt := tt.rcpt
 			if rcpt == "" {
 				rcpt = "alice@example.com"
@@ -586,19 +588,26 @@ type recordingGate struct {
 	outcomes []Outcome
 }
 
-func (g *recordingGate) Admit(_ context.Context, h MXHost) (func(Outcome), error) {
+func (g *recordingGate) Admit(_ context.Context, h MXHost) (Admission, error) {
 	if g.err != nil {
 		return nil, g.err
 	}
 	g.mu.Lock()
 	g.admitted = append(g.admitted, h.Name)
 	g.mu.Unlock()
-	return func(o Outcome) {
-		g.mu.Lock()
-		g.outcomes = append(g.outcomes, o)
-		g.mu.Unlock()
-	}, nil
+	return recordingAdmission{g}, nil
 }
+
+type recordingAdmission struct{ g *recordingGate }
+
+func (a recordingAdmission) Report(o Outcome) {
+	a.g.mu.Lock()
+	a.g.outcomes = append(a.g.outcomes, o)
+	a.g.mu.Unlock()
+}
+
+func (recordingAdmission) Reusable() bool { return true }
+func (recordingAdmission) Done()          {}
 
 func TestProbeGate(t *testing.T) {
 	t.Parallel()
@@ -764,7 +773,9 @@ func TestProfileFor(t *testing.T) {
 
 func BenchmarkProbe(b *testing.B) {
 	srv := smtptest.Start(b, smtptest.Options{Rcpt: map[string]*smtp.SMTPError{"alice@example.com": nil}, RcptDefault: errUnknownUser})
-	p, err := NewProber(ProbeConfig{HeloName: testHelo, MailFrom: testFrom, Port: srv.Port(), CatchAllProbe: true}, nil)
+	// One fresh session per probe, as when these figures were first taken;
+	// session reuse is measured in bench_pool_test.go.
+	p, err := NewProber(ProbeConfig{HeloName: testHelo, MailFrom: testFrom, Port: srv.Port(), CatchAllProbe: true, Pool: PoolConfig{Disabled: true}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -782,7 +793,9 @@ func TestProbeDebugWriter(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.Start(t, smtptest.Options{RcptDefault: errUnknownUser})
 	var buf strings.Builder
-	p := newTestProber(t, srv.Port(), nil, func(c *ProbeConfig) { c.Debug = &buf; c.Transcript = false })
+	p := newTestProber(t, srv.Port(), nil, func(c *ProbeConfig) {
+		c.Debug, c.Transcript, c.Pool.Disabled = &buf, false, true
+	})
 	got := p.Probe(t.Context(), mxSet(srv.Addr().Addr()), "alice@example.com", false)
 	if got.Transcript != nil {
 		t.Errorf("transcript recorded although not asked for")

@@ -37,6 +37,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -246,13 +247,20 @@ type client struct {
 	maxLines int
 	now      func() time.Time
 
-	botched error
-	tls     bool
-	ext     map[string]string // EHLO keywords, upper-case → parameters
+	botched  error
+	quitSent bool
+	tls      bool
+	ext      map[string]string // EHLO keywords, upper-case → parameters
 
 	record     bool
 	transcript []TranscriptLine
 	debug      *lockedWriter
+
+	// Round trips for the session-reuse benchmark (issue 7a): each read
+	// that waits on something we flushed is one; the caller counts the
+	// TCP connect. rtts may be nil.
+	rtts    *atomic.Int64
+	flushed bool
 }
 
 func newClient(conn net.Conn, host string, cfg *ProbeConfig, debug *lockedWriter, now func() time.Time) *client {
@@ -315,6 +323,9 @@ func (c *client) flush(stage Stage) error {
 		return &ProbeError{Stage: stage, Host: c.host, Err: ErrBotched}
 	}
 	c.conn.SetWriteDeadline(c.now().Add(c.timeout))
+	if c.bw.Buffered() > 0 {
+		c.flushed = true
+	}
 	if err := c.bw.Flush(); err != nil {
 		return c.fail(stage, err)
 	}
@@ -327,6 +338,12 @@ func (c *client) flush(stage Stage) error {
 func (c *client) readReply(stage Stage) (Reply, error) {
 	if c.botched != nil {
 		return Reply{}, &ProbeError{Stage: stage, Host: c.host, Err: ErrBotched}
+	}
+	if c.flushed {
+		c.flushed = false
+		if c.rtts != nil {
+			c.rtts.Add(1)
+		}
 	}
 	c.conn.SetReadDeadline(c.now().Add(c.timeout))
 	r, raw, err := ReadReply(c.br, c.maxLine, c.maxLines)
@@ -392,10 +409,12 @@ func (c *client) startTLS(ctx context.Context, cfg *tls.Config) error {
 
 // quit ends a healthy session politely; a botched one is just closed. The
 // reply is read with a short deadline and ignored: the verdict is known.
+// A session whose QUIT already went out in a pipelined group is left alone.
 func (c *client) quit() {
-	if c.botched != nil {
+	if c.botched != nil || c.quitSent {
 		return
 	}
+	c.quitSent = true
 	if c.timeout > 5*time.Second {
 		c.timeout = 5 * time.Second
 	}

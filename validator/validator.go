@@ -111,12 +111,23 @@ func (e *GateError) Unwrap() error { return e.Err }
 // the prober recognisable as *GateError.
 type markedGate struct{ g Gate }
 
-func (m markedGate) Admit(ctx context.Context, host MXHost) (func(Outcome), error) {
-	done, err := m.g.Admit(ctx, host)
+func (m markedGate) Admit(ctx context.Context, host MXHost) (Admission, error) {
+	adm, err := m.g.Admit(ctx, host)
 	if err != nil {
 		return nil, &GateError{Err: err}
 	}
-	return done, nil
+	return adm, nil
+}
+
+// Close QUITs the SMTP sessions parked for reuse and releases their rate
+// limit leases; call it when the Validator is no longer needed (worker
+// shutdown, end of a check run). Validate still works afterwards, without
+// reuse.
+func (v *Validator) Close() error {
+	if v.prober != nil {
+		return v.prober.Close()
+	}
+	return nil
 }
 
 // Validate answers "can this address receive mail?". The error is only for

@@ -182,7 +182,7 @@ func TestNoSMTPStopsAfterDNS(t *testing.T) {
 
 type refusingGate struct{ err error }
 
-func (g refusingGate) Admit(context.Context, validator.MXHost) (func(validator.Outcome), error) {
+func (g refusingGate) Admit(context.Context, validator.MXHost) (validator.Admission, error) {
 	return nil, g.err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/mxprobe/mxprobe/ratelimit"
@@ -24,10 +25,21 @@ var _ Limiter = (*ratelimit.Limiter)(nil)
 // a provider token, a session lease for the MX host, and no session at all
 // while the provider is cooling down. It is the one place where a reply that
 // says "you are throttled or blocked" becomes a cool-down for every worker.
+//
+// A session the validator keeps open for the next address (its session
+// pool) holds its lease until it closes; serving another address on it costs
+// no new token, because no new session is opened.
 type Gate struct {
 	limiter Limiter
 	egress  string
 	log     *slog.Logger
+	now     func() time.Time
+
+	// cooling remembers the cool-downs this process opened, provider →
+	// until, so that parked sessions to a paused provider are closed rather
+	// than reused (other workers' cool-downs reach us at the next Admit).
+	mu      sync.Mutex
+	cooling map[string]time.Time
 }
 
 var _ validator.Gate = (*Gate)(nil)
@@ -41,7 +53,7 @@ func NewGate(l Limiter, egress string, log *slog.Logger) *Gate {
 	if egress == "" {
 		egress = "default"
 	}
-	return &Gate{limiter: l, egress: egress, log: log}
+	return &Gate{limiter: l, egress: egress, log: log, now: time.Now, cooling: make(map[string]time.Time)}
 }
 
 type reservationKey struct{}
@@ -52,35 +64,77 @@ func withReservation(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, reservationKey{}, id)
 }
 
-// Admit implements validator.Gate.
-func (g *Gate) Admit(ctx context.Context, host validator.MXHost) (func(validator.Outcome), error) {
+// Admit implements validator.Gate: one provider token and one session lease
+// per new SMTP session.
+func (g *Gate) Admit(ctx context.Context, host validator.MXHost) (validator.Admission, error) {
 	res, _ := ctx.Value(reservationKey{}).(string)
 	lease, err := g.limiter.Acquire(ctx, ratelimit.Request{Egress: g.egress, MXHost: host.Name, Reservation: res})
 	if err != nil {
 		return nil, err
 	}
-	return func(o validator.Outcome) {
-		// The session is over whatever ctx says now: release with a fresh,
-		// short context so a cancelled task does not hold the slot until
-		// the lease expires.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// The session may outlive the task that opened it (it is parked for
+	// the next address): keep the context's values, never its end.
+	return &admission{g: g, ctx: context.WithoutCancel(ctx), host: host.Name, group: g.limiter.Group(host.Name), lease: lease}, nil
+}
+
+// admission is one admitted session's lease.
+type admission struct {
+	g     *Gate
+	ctx   context.Context
+	host  string
+	group string
+	lease *ratelimit.Lease
+	once  sync.Once
+}
+
+// Report opens the provider's cool-down the moment a reply asks for it,
+// not when the session closes.
+func (a *admission) Report(o validator.Outcome) {
+	if o.Action != validator.ActionCoolDown {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+	defer cancel()
+	until, err := a.g.limiter.CoolDown(ctx, a.g.egress, a.group, string(o.Reason))
+	if err != nil {
+		a.g.log.Error("opening cool-down", "provider", a.group, "err", err)
+		return
+	}
+	a.g.mu.Lock()
+	if len(a.g.cooling) > 4096 {
+		clear(a.g.cooling) // bounded; forgetting only costs a reuse check
+	}
+	a.g.cooling[a.group] = until
+	a.g.mu.Unlock()
+	a.g.log.Warn("provider throttles or blocks this host; every worker pauses it",
+		"provider", a.group, "mx_host", a.host, "reason", o.Reason, "until", until,
+		"hint", "run 'mxprobe doctor' to check this host's reverse DNS, SPF and block-list status")
+}
+
+// Reusable refuses reuse while this process knows the provider is cooling
+// down.
+func (a *admission) Reusable() bool {
+	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
+	until, ok := a.g.cooling[a.group]
+	if ok && !a.g.now().Before(until) {
+		delete(a.g.cooling, a.group)
+		return true
+	}
+	return !ok
+}
+
+// Done releases the session lease, once.
+func (a *admission) Done() {
+	a.once.Do(func() {
+		// Released with a fresh, short context so that a cancelled task
+		// does not hold the slot until the lease expires.
+		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 		defer cancel()
-		if err := lease.Release(rctx); err != nil {
-			g.log.Warn("releasing session lease", "mx_host", host.Name, "err", err)
+		if err := a.lease.Release(ctx); err != nil {
+			a.g.log.Warn("releasing session lease", "mx_host", a.host, "err", err)
 		}
-		if o.Action != validator.ActionCoolDown {
-			return
-		}
-		group := g.limiter.Group(host.Name)
-		until, err := g.limiter.CoolDown(rctx, g.egress, group, string(o.Reason))
-		if err != nil {
-			g.log.Error("opening cool-down", "provider", group, "err", err)
-			return
-		}
-		g.log.Warn("provider throttles or blocks this host; every worker pauses it",
-			"provider", group, "mx_host", host.Name, "reason", o.Reason, "until", until,
-			"hint", "run 'mxprobe doctor' to check this host's reverse DNS, SPF and block-list status")
-	}, nil
+	})
 }
 
 // denial recognises the limiter's "not now" behind the validator's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -186,9 +187,18 @@ func (w *Worker) Start() error {
 // Shutdown stops fetching new tasks, lets in-flight ones finish within
 // ShutdownTimeout and returns the rest to their queues, like
 // http.Server.Shutdown.
+//
+// When no handler runs any more, a Validator that is an io.Closer (the
+// validator's session pool) is closed: parked SMTP sessions get their QUIT
+// and their rate-limit leases back.
 func (w *Worker) Shutdown() {
 	if w.srv != nil {
 		w.srv.Shutdown()
+	}
+	if c, ok := w.v.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			w.log.Warn("closing the validator", "err", err)
+		}
 	}
 }
 

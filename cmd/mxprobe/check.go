@@ -55,6 +55,8 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return exitUsage, usageError{err.Error()}
 	}
+	// QUIT the sessions kept open for the next address before exiting.
+	defer v.Close()
 
 	var tw *tabwriter.Writer
 	if !*jsonOut {

@@ -79,6 +79,12 @@ type probeFlags struct {
 	source         string
 	tlsVerify      bool
 	noCatchAll     bool
+	noReuse        bool
+	sessionRcpts   int
+	sessionRejects int
+	sessionIdle    time.Duration
+	sessionMaxAge  time.Duration
+	pipelining     bool
 	maxMX          int
 	allowPrivate   bool
 	allow, deny    string
@@ -100,6 +106,12 @@ func (p *probeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.source, "source", "", "local source IP address for SMTP connections")
 	fs.BoolVar(&p.tlsVerify, "tls-verify", false, "verify the MX host's certificate during STARTTLS (opportunistic TLS otherwise)")
 	fs.BoolVar(&p.noCatchAll, "no-catch-all", false, "skip the catch-all probe (one RCPT fewer per session)")
+	fs.BoolVar(&p.noReuse, "no-session-reuse", false, "open and QUIT a new SMTP session for every address (reuse is the politeness lever; keep it on)")
+	fs.IntVar(&p.sessionRcpts, "session-rcpts", 10, "addresses asked in one reused SMTP session at most")
+	fs.IntVar(&p.sessionRejects, "session-rejects", 3, "refused RCPTs after which a session is closed (Postfix slows clients from 10)")
+	fs.DurationVar(&p.sessionIdle, "session-idle", 5*time.Second, "an unused open session is closed with QUIT after this long")
+	fs.DurationVar(&p.sessionMaxAge, "session-max-age", time.Minute, "a session is closed this long after it was opened (keep below the rate limiter's lease TTL)")
+	fs.BoolVar(&p.pipelining, "pipelining", false, "pipeline RSET/MAIL/RCPT (RFC 2920) where the server advertises PIPELINING")
 	fs.IntVar(&p.maxMX, "max-mx", 3, "at most this many MX hosts are tried")
 	fs.BoolVar(&p.allowPrivate, "allow-private", false, "allow MX hosts on loopback/private/link-local addresses (for labs and tests)")
 	fs.StringVar(&p.allow, "allow", "", "comma-separated domains or addresses always accepted without probing")
@@ -121,6 +133,12 @@ func (p *probeFlags) config(warn func(string)) (validator.Config, error) {
 	}
 	if p.maxMX < 1 {
 		return cfg, usagef("--max-mx must be at least 1")
+	}
+	if p.sessionRcpts < 1 || p.sessionRejects < 1 {
+		return cfg, usagef("--session-rcpts and --session-rejects must be at least 1")
+	}
+	if p.sessionIdle <= 0 || p.sessionMaxAge <= 0 {
+		return cfg, usagef("--session-idle and --session-max-age must be positive")
 	}
 	helo, from := p.helo, p.from
 	if helo == "" && !p.noSMTP {
@@ -144,6 +162,14 @@ func (p *probeFlags) config(warn func(string)) (validator.Config, error) {
 		ProxyURL:       p.proxy,
 		TLSVerify:      p.tlsVerify,
 		CatchAllProbe:  !p.noCatchAll,
+		Pool: validator.PoolConfig{
+			Disabled:    p.noReuse,
+			MaxRcpts:    p.sessionRcpts,
+			MaxRejects:  p.sessionRejects,
+			IdleTimeout: p.sessionIdle,
+			MaxAge:      p.sessionMaxAge,
+		},
+		Pipelining: p.pipelining,
 	}
 	if p.source != "" {
 		ip, err := netip.ParseAddr(p.source)

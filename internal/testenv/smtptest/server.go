@@ -59,6 +59,11 @@ type Options struct {
 	// one port for every MX host, so a second server for the same probe
 	// listens on another loopback address (127.0.0.2) with the first's port.
 	Listen netip.AddrPort
+	// ReplyDelay holds back the server's answer to each batch of client
+	// input (and the banner) by this long: network latency on loopback.
+	// A pipelined group of commands arriving together costs one delay, as
+	// it costs one round trip on a real network.
+	ReplyDelay time.Duration
 }
 
 // Server is a running go-smtp server on 127.0.0.1.
@@ -71,6 +76,8 @@ type Server struct {
 	// SessionStarted receives one value per new session (at EHLO/HELO),
 	// without blocking the server: buffered, extra signals are dropped.
 	SessionStarted chan struct{}
+	// QuitReceived receives one value per QUIT the client sent, likewise.
+	QuitReceived chan struct{}
 
 	mu       sync.Mutex
 	conns    int
@@ -79,6 +86,7 @@ type Server struct {
 	rcpts    []string
 	froms    []string
 	tlsUsed  int
+	sent     map[string]int
 }
 
 // Start starts a server and stops it when the test ends.
@@ -87,7 +95,8 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.Domain == "" {
 		opts.Domain = "mx.test"
 	}
-	s := &Server{opts: opts, commands: map[string]int{}, SessionStarted: make(chan struct{}, 64)}
+	s := &Server{opts: opts, commands: map[string]int{}, sent: map[string]int{},
+		SessionStarted: make(chan struct{}, 64), QuitReceived: make(chan struct{}, 64)}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = opts.Domain
 	srv.EnableSMTPUTF8 = opts.SMTPUTF8
@@ -166,6 +175,14 @@ func (s *Server) Rcpts() []string {
 	return append([]string(nil), s.rcpts...)
 }
 
+// Sent counts the command lines with this verb (EHLO, RSET, QUIT...) that
+// clients sent, as read off the wire before any STARTTLS.
+func (s *Server) Sent(verb string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent[strings.ToUpper(verb)]
+}
+
 // Froms returns the senders given in MAIL FROM, in order.
 func (s *Server) Froms() []string {
 	s.mu.Lock()
@@ -187,12 +204,83 @@ type countingListener struct {
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.s.mu.Lock()
-		l.s.conns++
-		l.s.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	l.s.mu.Lock()
+	l.s.conns++
+	l.s.mu.Unlock()
+	return &wireConn{Conn: c, s: l.s, owed: true}, nil
+}
+
+// wireConn reads the client's command verbs off the wire and delays replies
+// by Options.ReplyDelay.
+type wireConn struct {
+	net.Conn
+	s *Server
+
+	mu      sync.Mutex
+	owed    bool // input arrived (or the banner is due) since the last write
+	partial []byte
+	tls     bool // after STARTTLS the bytes are ciphertext: stop reading verbs
+}
+
+func (c *wireConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		c.owed = true
+		if !c.tls {
+			c.scan(p[:n])
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *wireConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	owed := c.owed
+	c.owed = false
+	c.mu.Unlock()
+	if owed && c.s.opts.ReplyDelay > 0 {
+		// Simulated latency, not a wait for an event.
+		time.Sleep(c.s.opts.ReplyDelay)
+	}
+	return c.Conn.Write(p)
+}
+
+// scan counts complete lines by verb; c.mu is held.
+func (c *wireConn) scan(b []byte) {
+	c.partial = append(c.partial, b...)
+	for {
+		i := strings.IndexByte(string(c.partial), '\n')
+		if i < 0 {
+			if len(c.partial) > 4096 {
+				c.partial = c.partial[:0]
+			}
+			return
+		}
+		line := strings.TrimRight(string(c.partial[:i]), "\r")
+		c.partial = c.partial[i+1:]
+		verb, _, _ := strings.Cut(line, " ")
+		verb, _, _ = strings.Cut(verb, ":")
+		verb = strings.ToUpper(verb)
+		c.s.mu.Lock()
+		c.s.sent[verb]++
+		c.s.mu.Unlock()
+		switch verb {
+		case "QUIT":
+			select {
+			case c.s.QuitReceived <- struct{}{}:
+			default:
+			}
+		case "STARTTLS":
+			c.tls = true
+			c.partial = nil
+			return
+		}
+	}
 }
 
 type backend struct{ s *Server }
