@@ -145,7 +145,11 @@ func printFindings(w io.Writer, rep doctor.Report) {
 // start-up.
 func startupAudit(ctx context.Context, f *workerFlags, log *slog.Logger) {
 	vcfg, err := f.probe.config(func(string) {})
-	if err != nil || vcfg.NoSMTP {
+	if err != nil {
+		log.Warn("self-audit skipped: settings do not parse", "err", err)
+		return
+	}
+	if vcfg.NoSMTP {
 		return
 	}
 	cfg := doctorConfig(vcfg)

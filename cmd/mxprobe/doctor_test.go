@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -175,10 +176,14 @@ func TestStartupAuditLogsWarnings(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, nil))
+			// Every setting at its real default, as the command would have it.
 			var f workerFlags
-			f.probe = probeFlags{helo: "mail.example.test", from: "verify@example.test", smtpPort: 25, dns: srv.Addr(),
-				dnsTimeout: 2 * time.Second, timeout: time.Minute, connectTimeout: time.Second, commandTimeout: time.Second, maxMX: 3}
-			f.egress = tt.egress
+			fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+			f.register(fs)
+			if err := parseFlags(fs, []string{"--helo", "mail.example.test", "--from", "verify@example.test",
+				"--dns", srv.Addr(), "--dns-timeout", "2s", "--connect-timeout", "1s", "--egress", tt.egress}, func(string) string { return "" }); err != nil {
+				t.Fatal(err)
+			}
 			startupAudit(context.Background(), &f, log)
 			logs := buf.String()
 			for _, w := range tt.wantLogs {
