@@ -611,6 +611,11 @@ func TestBrowserLoginCookie(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, "<title>t</title>") || !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe") {
 		t.Errorf("GET / with cookie: %d CSP %q", resp.StatusCode, csp)
 	}
+	// Under no-referrer, browsers send "Origin: null" on the page's own
+	// POSTs, which sameOrigin must refuse: the page would lock itself out.
+	if rp := resp.Header.Get("Referrer-Policy"); rp != "same-origin" {
+		t.Errorf("GET / Referrer-Policy = %q, want same-origin", rp)
+	}
 	if resp, _ := get("/app.js", ""); !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
 		t.Errorf("app.js content type %q", resp.Header.Get("Content-Type"))
 	}

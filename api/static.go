@@ -18,7 +18,12 @@ func setPageHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", pageCSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer browsers send
+	// "Origin: null" on the page's own POSTs (the Fetch standard's origin
+	// serialization follows the referrer policy), and sameOrigin then
+	// refuses the sign-in form and every cookie-authenticated API call.
+	// same-origin still sends nothing to other sites.
+	h.Set("Referrer-Policy", "same-origin")
 }
 
 // cspHash is the CSP source that admits exactly one inline block.

@@ -2,8 +2,10 @@ package deploy_test
 
 import (
 	"bufio"
+	"bytes"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -234,6 +236,97 @@ func TestComposeWorkerScales(t *testing.T) {
 	if w.StopGracePeriod == nil || time.Duration(*w.StopGracePeriod) <= 30*time.Second {
 		t.Errorf("worker stop_grace_period = %v, want more than the 30s shutdown timeout", w.StopGracePeriod)
 	}
+}
+
+// TestComposeEnvIsRealSettings: every MXPROBE_* variable compose sets for a
+// service must be read by a flag of that service's command. A variable no
+// flag reads is silently ignored at run time (MXPROBE_ADDR once left the API
+// listening on its default address while compose published another), so the
+// test asks the real binary: it runs the service's command with -h and reads
+// the [MXPROBE_…] name printFlagHelp prints beside every flag.
+func TestComposeEnvIsRealSettings(t *testing.T) {
+	t.Parallel()
+	p := loadGood(t)
+	bin := buildMxprobe(t)
+
+	checked := 0
+	var serveSettings map[string]bool
+	for _, name := range p.ServiceNames() {
+		s := p.Services[name]
+		if s.Build == nil { // not our image (redis)
+			continue
+		}
+		checked++
+		settings := flagSettings(t, bin, s.Command)
+		if s.Command[0] == "serve" {
+			serveSettings = settings
+		}
+		for _, v := range slices.Sorted(maps.Keys(s.Environment)) {
+			if strings.HasPrefix(v, "MXPROBE_") && !settings[v] {
+				t.Errorf("service %s sets %s, but `mxprobe %s` has no flag that reads it (its settings: %s)",
+					name, v, strings.Join(s.Command, " "), strings.Join(slices.Sorted(maps.Keys(settings)), " "))
+			}
+		}
+	}
+	if checked != 2 {
+		t.Errorf("checked %d mxprobe services, want 2 (api and worker)", checked)
+	}
+	// The check catches the bug it exists for.
+	for _, tc := range []struct {
+		name string
+		env  string
+		want bool
+	}{
+		{name: "serve listens via MXPROBE_LISTEN", env: "MXPROBE_LISTEN", want: true},
+		{name: "serve reads MXPROBE_API_KEYS", env: "MXPROBE_API_KEYS", want: true},
+		{name: "MXPROBE_ADDR is no setting", env: "MXPROBE_ADDR", want: false},
+		{name: "a flag's name is not its variable", env: "listen", want: false},
+	} {
+		if got := serveSettings[tc.env]; got != tc.want {
+			t.Errorf("%s: serve reads %s = %v, want %v", tc.name, tc.env, got, tc.want)
+		}
+	}
+}
+
+// buildMxprobe builds the mxprobe binary from this checkout.
+func buildMxprobe(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build mxprobe: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "mxprobe")
+	cmd := exec.CommandContext(t.Context(), goTool, "build", "-o", bin, "./cmd/mxprobe")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/mxprobe: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// helpSetting is a flag's variable as printFlagHelp prints it, at the end of
+// the flag's description line.
+var helpSetting = regexp.MustCompile(`(?m)\s\[(MXPROBE_[A-Z0-9_]+)\]$`)
+
+// flagSettings runs `mxprobe <command…> -h` with an empty environment and
+// returns the MXPROBE_* variables its flags read.
+func flagSettings(t *testing.T, bin string, command []string) map[string]bool {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), bin, append(slices.Clone(command), "-h")...)
+	cmd.Env = []string{}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("mxprobe %s -h: %v\n%s", strings.Join(command, " "), err, stderr.Bytes())
+	}
+	settings := map[string]bool{}
+	for _, m := range helpSetting.FindAllStringSubmatch(stdout.String(), -1) {
+		settings[m[1]] = true
+	}
+	if !settings["MXPROBE_REDIS_URL"] {
+		t.Fatalf("mxprobe %s -h lists no MXPROBE_REDIS_URL; has the help format changed?\n%s", strings.Join(command, " "), stdout.Bytes())
+	}
+	return settings
 }
 
 // dockerfile is the parsed shape of the Dockerfile that the tests check.

@@ -9,7 +9,7 @@ package web_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,21 +75,38 @@ func newBrowser(t *testing.T, parent context.Context) context.Context {
 	return ctx
 }
 
-// TestBrowser runs the page against the stand-in API (standin_test.go).
-// After the api package is merged, this should start the real api server and
-// call runBrowserChecks with its URL and key instead.
+// TestBrowser runs the page against the real server (server_test.go): the
+// api package's handler with a worker probing loopback DNS and SMTP.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
-	s := newStandin()
-	srv := httptest.NewServer(s.handler())
-	t.Cleanup(srv.Close)
+	rs := startRealServer(t)
 
-	runBrowserChecks(t, srv.URL, standinKey)
+	runBrowserChecks(t, rs.url, testKey)
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.waits) == 0 || slices.ContainsFunc(s.waits, func(w string) bool { return w != "20s" }) {
-		t.Errorf("POST /v1/validations wait parameters = %q, want all \"20s\"", s.waits)
+	posts := rs.posts.list()
+	if len(posts) == 0 {
+		t.Fatal("the page sent no POST /v1/validations")
+	}
+	greylisted := false
+	for _, p := range posts {
+		if p.wait != "20s" {
+			t.Errorf("POST /v1/validations?wait=%q (body %s), want wait=20s", p.wait, p.body)
+		}
+		if strings.Contains(p.body, "greylist@example.org") {
+			greylisted = true
+			if p.status != http.StatusAccepted {
+				t.Errorf("the greylisted address was answered %d, want 202 (the page's polling path)", p.status)
+			}
+		}
+	}
+	if !greylisted {
+		t.Error("the page never posted the greylisted address")
+	}
+	// The server really was asked twice: greylisted, then accepted.
+	for _, addr := range []string{"greylist@example.org", "greylist-batch@example.org"} {
+		if n := rs.mail.count(addr); n != 2 {
+			t.Errorf("RCPT TO:<%s> sent %d times, want 2 (greylisted, then retried)", addr, n)
+		}
 	}
 }
 
@@ -101,6 +118,7 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	ctx = newBrowser(t, ctx)
+	base := strings.TrimSuffix(baseURL, "/")
 
 	// Collect what the page writes to the console: an uncaught exception or
 	// a CSP violation (an inline script or style, an outside origin) fails
@@ -182,11 +200,33 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		}
 	}
 
-	must("open the page",
-		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(strings.TrimSuffix(baseURL, "/")+"/"),
-		chromedp.WaitVisible(chromedp.ID("address")),
-	)
+	must("viewport", chromedp.EmulateViewport(1280, 900))
+
+	// A browser without a session is sent to the server's sign-in form; a
+	// wrong key is refused there, the right one leads back to the page.
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+"/"))
+	if err != nil {
+		t.Fatalf("open %s/: %v", base, err)
+	}
+	if loc, _ := chromedp.Run(ctx, chromedp.Location()); resp.Status != 200 || !strings.HasPrefix(loc, base+"/login?next=%2F") {
+		t.Fatalf("GET / without a session ended at %s (%d), want the sign-in form", loc, resp.Status)
+	}
+	shot("login.png")
+	resp, err = chromedp.RunResponse(ctx, chromedp.SendKeys(chromedp.ID("key"), "web:wrong-secret-0123456789"+kb.Enter))
+	if err != nil {
+		t.Fatalf("sign in with a wrong key: %v", err)
+	}
+	if got := text("p.err"); resp.Status != 401 || !strings.Contains(got, "wrong API key") {
+		t.Errorf("wrong key: status %d, message %q; want 401 and the server's message", resp.Status, got)
+	}
+	resp, err = chromedp.RunResponse(ctx, chromedp.SendKeys(chromedp.ID("key"), apiKey+kb.Enter))
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	must("see the page", chromedp.WaitVisible(chromedp.ID("address")))
+	if loc, _ := chromedp.Run(ctx, chromedp.Location()); resp.Status != 200 || loc != base+"/" {
+		t.Fatalf("after signing in: %s (%d), want %s/", loc, resp.Status, base)
+	}
 	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || !strings.Contains(title, "mxprobe") {
 		t.Fatalf("title = %q, %v; want it to name mxprobe", title, err)
 	}
@@ -209,15 +249,19 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		t.Errorf("Tab order from the address field = %q, want %q", order, want)
 	}
 
-	// The first API call meets a 401: the login form appears, a wrong key is
-	// refused, the right one is accepted and the check is retried.
+	// The session ends (signed out in another tab, or the cookie expired):
+	// the next API call meets a 401 and the page asks for the key itself,
+	// refuses a wrong one, accepts the right one and retries the check.
+	if !eval(`fetch("logout", {method: "POST", credentials: "same-origin"}).then(r => r.status === 204)`) {
+		t.Fatal("POST /logout did not end the session")
+	}
 	must("submit the first address",
 		chromedp.SendKeys(chromedp.ID("address"), "alice@example.com"+kb.Enter),
 		chromedp.WaitVisible(chromedp.ID("login")),
-		chromedp.SendKeys(chromedp.ID("login-key"), "wrong-key"+kb.Enter),
+		chromedp.SendKeys(chromedp.ID("login-key"), "web:wrong-secret-0123456789"+kb.Enter),
 	)
 	waitFor("the login error", `() => document.getElementById("login-error").textContent !== ""`)
-	if got := text("#login-error"); !strings.Contains(got, "not valid") {
+	if got := text("#login-error"); !strings.Contains(got, "wrong API key") {
 		t.Errorf("login error = %q, want the server's message", got)
 	}
 	must("log in",
@@ -235,10 +279,10 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		wantReply   string
 		wantDetails string
 	}{
-		{name: "valid", address: "alice@example.com", wantVerdict: "Valid", wantClass: "v-valid", wantReason: "mailbox_exists", wantReply: "250 2.1.5 OK <alice@example.com> (at rcpt)"},
-		{name: "invalid", address: "nobody@example.com", wantVerdict: "Invalid", wantClass: "v-invalid", wantReason: "mailbox_not_found", wantReply: "550 5.1.1"},
-		{name: "202 then polled until final", address: "greylist@example.org", wantVerdict: "Valid", wantClass: "v-valid", wantReason: "mailbox_exists", wantReply: "250 2.1.5", wantDetails: "2 attempts"},
-		{name: "markup in the address stays text", address: `"<img src=x id=pwned>"@example.com`, wantVerdict: "Valid", wantClass: "v-valid", wantReason: "mailbox_exists", wantReply: `<"<img src=x id=pwned>"@example.com>`},
+		{name: "valid", address: "alice@example.com", wantVerdict: "Valid", wantClass: "v-valid", wantReason: "mailbox_exists", wantReply: "250 2.", wantDetails: "1 attempt"},
+		{name: "invalid", address: "nobody@example.com", wantVerdict: "Invalid", wantClass: "v-invalid", wantReason: "mailbox_not_found", wantReply: "550 5.1.1 No such user here (at rcpt)"},
+		{name: "greylisted: 202, polled until final", address: "greylist@example.org", wantVerdict: "Valid", wantClass: "v-valid", wantReason: "mailbox_exists", wantReply: "250 2.", wantDetails: "2 attempts"},
+		{name: "markup in the server's reply stays text", address: "mallory@example.com", wantVerdict: "Invalid", wantClass: "v-invalid", wantReason: "mailbox_not_found", wantReply: "550 5.1.1 <img src=x id=pwned> is not a user here"},
 	}
 	for i, tc := range checks {
 		if i > 0 { // the first address was submitted before the login
@@ -249,7 +293,7 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		}
 		waitFor(tc.name+": final verdict", `(want) =>
 			document.getElementById("check-status").textContent.startsWith("Done") &&
-			document.getElementById("verdict-address").textContent === want`, strings.ToLower(tc.address))
+			document.getElementById("verdict-address").textContent === want`, tc.address)
 		if got := text("#verdict"); !strings.Contains(got, tc.wantVerdict) || strings.Contains(got, "not final") {
 			t.Errorf("%s: verdict = %q, want %q (final)", tc.name, got, tc.wantVerdict)
 		}
@@ -262,11 +306,14 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		if got := text("#r-smtp"); !strings.Contains(got, tc.wantReply) {
 			t.Errorf("%s: reply = %q, want it to contain %q", tc.name, got, tc.wantReply)
 		}
-		if got := text("#r-mx"); !strings.Contains(got, "mx1.example.net") {
-			t.Errorf("%s: MX = %q, want mx1.example.net", tc.name, got)
+		if got := text("#r-mx"); !strings.Contains(got, "mx1.example.net [127.0.0.1]") {
+			t.Errorf("%s: MX = %q, want mx1.example.net [127.0.0.1]", tc.name, got)
 		}
 		if got := text("#r-details"); !strings.Contains(got, tc.wantDetails) {
 			t.Errorf("%s: details = %q, want %q", tc.name, got, tc.wantDetails)
+		}
+		if got := text("#check-error"); got != "" {
+			t.Errorf("%s: error %q shown with a verdict", tc.name, got)
 		}
 		if eval(`document.getElementById("pwned") !== null || document.querySelector("#check-result img") !== null`) {
 			t.Fatalf("%s: server data was parsed as HTML", tc.name)
@@ -274,27 +321,46 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 	}
 	shot("desktop-check.png")
 
-	// Bad input: the server's error message is shown and the field marked.
-	must("submit a bad address",
-		clearField("address"),
-		chromedp.SendKeys(chromedp.ID("address"), "not-an-address"+kb.Enter),
-	)
-	waitFor("the address error", `() => document.getElementById("check-error").textContent !== ""`)
-	if got := text("#check-error"); !strings.Contains(got, "is not an email address") {
-		t.Errorf("check error = %q, want the server's message", got)
-	}
-	if !eval(`document.getElementById("address").getAttribute("aria-invalid") === "true"`) {
-		t.Error("the address field is not marked aria-invalid after a field error")
+	// Bad input: the server's error message is shown as text and the field
+	// marked.
+	for _, tc := range []struct {
+		name, address, wantError string
+	}{
+		{name: "no @", address: "not-an-address", wantError: `"not-an-address": missing '@'`},
+		{name: "markup in the address stays text", address: `"<img src=x id=pwned>"@example.com`, wantError: `"\"<img src=x id=pwned>\"@example.com": angle brackets are not allowed`},
+	} {
+		must(tc.name+": submit",
+			clearField("address"),
+			chromedp.SendKeys(chromedp.ID("address"), tc.address+kb.Enter),
+		)
+		waitFor(tc.name+": the address error", `() => document.getElementById("check-error").textContent !== ""`)
+		if got := text("#check-error"); !strings.Contains(got, tc.wantError) {
+			t.Errorf("%s: check error = %q, want the server's message %q", tc.name, got, tc.wantError)
+		}
+		if !eval(`document.getElementById("address").getAttribute("aria-invalid") === "true"`) {
+			t.Errorf("%s: the address field is not marked aria-invalid after a field error", tc.name)
+		}
+		if eval(`document.getElementById("pwned") !== null`) {
+			t.Fatalf("%s: the error message was parsed as HTML", tc.name)
+		}
 	}
 
 	// A CSV batch: rejected rows by line, progress to 100%, results, download.
 	csvPath := filepath.Join(t.TempDir(), "list.csv")
-	csvData := "email\nalice@example.com\nnot-an-address\nnobody@example.com\n\"<b>bold</b>@example.com\"\ncarol@example.net\n"
+	csvData := "email\n" +
+		"alice@example.com\n" + // line 2: valid (from the worker's cache by now)
+		"not-an-address\n" + // line 3: rejected
+		"nobody@example.com\n" + // line 4: invalid
+		"\"<b>bold</b>@example.com\"\n" + // line 5: rejected, markup in the input
+		"mallory@example.com\n" + // line 6: invalid, markup in the reply
+		"greylist-batch@example.org\n" + // line 7: valid on the retry, a second later
+		"carol@example.net\n" // line 8: valid
 	if err := os.WriteFile(csvPath, []byte(csvData), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Record every progress value the page shows, to prove the bar moved
-	// through intermediate states rather than jumping to the end.
+	// through intermediate states rather than jumping to the end (the
+	// greylisted row holds the batch back for at least a second).
 	eval(`(() => {
 		window.__progress = [];
 		const bar = document.getElementById("batch-progress");
@@ -306,42 +372,74 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 		chromedp.SetUploadFiles(chromedp.ID("csv-file"), []string{csvPath}),
 		chromedp.SendKeys(chromedp.ID("batch-button"), kb.Enter),
 	)
-	waitFor("the batch results", `() => !document.getElementById("batch-done").hidden`)
-	if !eval(`(() => { const b = document.getElementById("batch-progress"); return b.max === 4 && b.value === 4 &&
+	waitFor("the batch results", `() => !document.getElementById("batch-done").hidden || document.getElementById("batch-error").textContent !== ""`)
+	if got := text("#batch-error"); got != "" {
+		t.Fatalf("batch error: %q", got)
+	}
+	if !eval(`(() => { const b = document.getElementById("batch-progress"); return b.max === 5 && b.value === 5 &&
 			b.getAttribute("aria-valuetext") === "100%"; })()`) {
-		t.Error("progress bar did not end at 4/4 (100%)")
+		t.Error("progress bar did not end at 5/5 (100%)")
 	}
 	if got := text("#batch-status"); !strings.Contains(got, "100%") {
 		t.Errorf("batch status = %q, want 100%%", got)
+	}
+	if got := text("#batch-counts"); !strings.Contains(got, "valid: 3") || !strings.Contains(got, "invalid: 2") || !strings.Contains(got, "pending: 0") {
+		t.Errorf("batch counts = %q, want valid 3, invalid 2, pending 0", got)
 	}
 	progress, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__progress`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(progress, func(p string) bool { return p == "1/4" || p == "2/4" || p == "3/4" }) {
-		t.Errorf("progress went %q, want an intermediate value before 4/4", progress)
+	if !slices.ContainsFunc(progress, func(p string) bool { return p == "1/5" || p == "2/5" || p == "3/5" || p == "4/5" }) {
+		t.Errorf("progress went %q, want an intermediate value before 5/5", progress)
 	}
-	if got := text("#rejected-list"); !strings.Contains(got, "Line 3") || !strings.Contains(got, "not-an-address") {
-		t.Errorf("rejected rows = %q, want line 3 (not-an-address)", got)
+	rejected := text("#rejected-list")
+	for _, want := range []string{"Line 3: “not-an-address”", "Line 5: “<b>bold</b>@example.com”"} {
+		if !strings.Contains(rejected, want) {
+			t.Errorf("rejected rows = %q, want %q", rejected, want)
+		}
 	}
 	rows, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
 		`Array.from(document.querySelectorAll("#batch-results tbody tr")).map(r => r.textContent)`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 4 {
-		t.Fatalf("results table has %d rows, want 4: %q", len(rows), rows)
+	// Every input row, in input order, as in the CSV download.
+	wantRows := [][]string{
+		{"alice@example.com", "Valid", "mailbox_exists", "mx1.example.net", "250 2."},
+		{"not-an-address", "Invalid", "bad_syntax (not queued)", "missing '@'"},
+		{"nobody@example.com", "Invalid", "mailbox_not_found", "550 5.1.1 No such user here"},
+		{"<b>bold</b>@example.com", "Invalid", "bad_syntax (not queued)", "angle brackets"},
+		{"mallory@example.com", "Invalid", "mailbox_not_found", "<img src=x id=pwned> is not a user here"},
+		{"greylist-batch@example.org", "Valid", "mailbox_exists", "250 2."},
+		{"carol@example.net", "Valid", "mailbox_exists"},
 	}
-	if !strings.Contains(rows[1], "Invalid") || !strings.Contains(rows[1], "mailbox_not_found") {
-		t.Errorf("row 2 = %q, want nobody@ invalid", rows[1])
+	if len(rows) != len(wantRows) {
+		t.Fatalf("results table has %d rows, want %d: %q", len(rows), len(wantRows), rows)
 	}
-	if !strings.Contains(rows[2], "<b>bold</b>@example.com") || eval(`document.querySelector("#batch-results b") !== null`) {
-		t.Errorf("row 3 = %q: markup in an address must show as text", rows[2])
+	for i, want := range wantRows {
+		for _, w := range want {
+			if !strings.Contains(rows[i], w) {
+				t.Errorf("results row %d = %q, want it to contain %q", i+1, rows[i], w)
+			}
+		}
+		if strings.Contains(rows[i], "not final") {
+			t.Errorf("results row %d = %q is not final", i+1, rows[i])
+		}
+	}
+	if eval(`document.querySelector("#batch-results b, #batch-results img") !== null || document.getElementById("pwned") !== null`) {
+		t.Error("markup from an address or a reply was parsed as HTML in the results table")
 	}
 	if !eval(`fetch(document.getElementById("batch-download").href, {credentials: "same-origin"})
 			.then(r => r.ok && r.headers.get("Content-Type").startsWith("text/csv") ? r.text() : "")
-			.then(s => s.includes("alice@example.com"))`) {
+			.then(s => s.startsWith("line,input,address,state,verdict,reason") &&
+				s.includes("\n7,greylist-batch@example.org,greylist-batch@example.org,done,valid,mailbox_exists,"))`) {
 		t.Error("the CSV download link does not deliver the results")
+	}
+	// A long reply token (<address>) must wrap, not push the table past
+	// its box into a sideways scroll on a desktop screen.
+	if !eval(`(() => { const w = document.querySelector(".table-wrap"); return w.scrollWidth <= w.clientWidth; })()`) {
+		t.Error("the results table is wider than its box at 1280 px")
 	}
 	shot("desktop-batch.png")
 

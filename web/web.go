@@ -10,9 +10,16 @@
 //  2. a batch: POST /v1/batches (text/csv) → rejected rows by line number →
 //     polls GET /v1/batches/{id} into a <progress> bar until state "done" →
 //     GET …/results?format=ndjson into a table, …?format=csv as a download;
-//  3. auth: every call sends the same-origin cookie; a 401 shows a login form
-//     that POSTs the API key to /login (which sets an HttpOnly cookie), then
-//     the call is retried. The key never lives in script-readable storage.
+//  3. auth: the server sends a browser without a session from "/" to its own
+//     sign-in form (GET /login), which sets an HttpOnly, SameSite=Strict
+//     cookie. Every call sends that cookie; when the session ends while the
+//     page is open, a 401 shows the page's login form, which POSTs
+//     {"key": …} as JSON to /login, and the call is retried. The key never
+//     lives in script-readable storage.
+//
+// Batch results are flat NDJSON rows ({line, input, state, verdict, reason,
+// mx_host, smtp_code, …}), every input row in input order, rejected ones
+// included, as in the CSV download.
 //
 // Why hand-written and framework-free: the page must run under a strict
 // Content-Security-Policy (script-src 'self', no inline code or styles), load

@@ -40,11 +40,14 @@
     const err = $("login-error");
     err.textContent = "";
     try {
+      // JSON, not a form post: the server answers JSON with 204 or a 401
+      // in the error shape, where a form post would be redirected to an
+      // HTML page meant for a browser without this script.
       const resp = await fetch("login", {
         method: "POST",
         credentials: "same-origin",
-        headers: { "Content-Type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({ key: key }).toString(),
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ key: key }),
       });
       if (!resp.ok) {
         err.textContent = (await errorMessage(resp)) || "That key was not accepted.";
@@ -187,10 +190,11 @@
         return;
       }
       let body = await resp.json();
-      // Poll until the verdict is final; the delay grows so a greylisted
+      // Poll until the validation has ended (body.final: a final result, or
+      // a task the server gave up on); the delay grows so a greylisted
       // address (retried over minutes) does not hammer the API.
       let delay = 1000;
-      while (!(body.result && body.result.final)) {
+      while (!body.final && !(body.result && body.result.final)) {
         if (run !== checkRun) return;
         if (body.result) showResult(body.result);
         status.textContent = body.result
@@ -208,6 +212,11 @@
         body = await poll.json();
       }
       if (run !== checkRun) return;
+      if (!body.result) {
+        err.textContent = "The check ended without a verdict (state " + (body.state || "unknown") + ").";
+        status.textContent = "";
+        return;
+      }
       showResult(body.result);
       status.textContent = "Done: " + (body.result.verdict || "") + ".";
     } catch (e) {
@@ -280,6 +289,15 @@
     return td;
   }
 
+  // A results row (GET /v1/batches/{id}/results?format=ndjson) is flat:
+  // {line, input, state, address, verdict, reason, mx_host, smtp_code,
+  // smtp_enhanced_code, smtp_text, error}. state is "done", "rejected" (the
+  // row was never queued) or the queue's state while it is still pending.
+  function rowReply(r) {
+    const reply = smtpText({ code: r.smtp_code, enhanced_code: r.smtp_enhanced_code, text: r.smtp_text });
+    return reply || r.error || "";
+  }
+
   function renderResults(text) {
     const tbody = document.querySelector("#batch-results tbody");
     tbody.textContent = "";
@@ -287,19 +305,19 @@
     let shown = 0;
     for (const line of lines) {
       if (shown >= TABLE_LIMIT) break;
-      let obj;
-      try { obj = JSON.parse(line); } catch (e) { continue; }
-      const r = (obj && obj.result) || obj || {};
+      let r;
+      try { r = JSON.parse(line); } catch (e) { continue; }
+      if (!r || typeof r !== "object") continue;
       const tr = document.createElement("tr");
       tr.setAttribute("role", "row");
-      cell(tr, "Address", r.address || r.input || obj.input || "");
+      cell(tr, "Address", r.address || r.input || "");
       const td = cell(tr, "Verdict", "");
       const badge = document.createElement("span");
-      verdictBadge(badge, r.verdict, r.final);
+      verdictBadge(badge, r.verdict, r.state === "done" || r.state === "rejected");
       td.append(badge);
-      cell(tr, "Reason", r.reason || "");
+      cell(tr, "Reason", (r.reason || "") + (r.state === "rejected" ? " (not queued)" : ""));
       cell(tr, "Mail server", r.mx_host || "");
-      cell(tr, "Reply", smtpText(r.smtp), "reply");
+      cell(tr, "Reply", rowReply(r), "reply");
       tbody.append(tr);
       shown++;
     }
