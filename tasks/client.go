@@ -183,7 +183,14 @@ func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 		if err := json.Unmarshal(req.Metadata, &obj); err != nil {
 			return p, &RequestError{Field: "metadata", Reason: "must be a JSON object", Err: err}
 		}
-		p.Metadata = req.Metadata
+		m, err := encodedJSON(req.Metadata)
+		if err != nil {
+			return p, &RequestError{Field: "metadata", Reason: "must be a JSON object", Err: err}
+		}
+		if len(m) > MaxMetadataBytes {
+			return p, &RequestError{Field: "metadata", Reason: fmt.Sprintf("larger than %d bytes once encoded as JSON (<, > and & take six)", MaxMetadataBytes)}
+		}
+		p.Metadata = m
 	}
 	if len(req.RequestID) > 200 || strings.ContainsAny(req.RequestID, "\r\n\x00") {
 		return p, &RequestError{Field: "request_id", Reason: "at most 200 characters, no control characters"}

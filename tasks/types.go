@@ -78,10 +78,32 @@ func DecodeValidatePayload(b []byte) (ValidatePayload, error) {
 	if p.Address == "" {
 		return p, errors.New("email:validate payload: no address")
 	}
-	if len(p.Metadata) > MaxMetadataBytes {
-		return p, fmt.Errorf("email:validate payload: metadata larger than %d bytes", MaxMetadataBytes)
+	if len(p.Metadata) > 0 {
+		m, err := encodedJSON(p.Metadata)
+		if err != nil {
+			return p, fmt.Errorf("email:validate payload: metadata: %w", err)
+		}
+		if len(m) > MaxMetadataBytes {
+			return p, fmt.Errorf("email:validate payload: metadata larger than %d bytes", MaxMetadataBytes)
+		}
+		p.Metadata = m
 	}
 	return p, nil
+}
+
+// encodedJSON returns raw as json.Marshal writes a json.RawMessage: compact
+// and HTML-escaped ('<' becomes "\u003c", six octets for one). The metadata
+// limit is measured on this form, the one stored in Redis, so that metadata
+// Enqueue accepts is never refused by the worker, and a decoded payload
+// encodes to the same bytes again (FuzzDecodeValidatePayload).
+func encodedJSON(raw json.RawMessage) (json.RawMessage, error) {
+	var c bytes.Buffer
+	if err := json.Compact(&c, raw); err != nil {
+		return nil, err
+	}
+	var e bytes.Buffer
+	json.HTMLEscape(&e, c.Bytes())
+	return e.Bytes(), nil
 }
 
 // DecodeCallbackPayload parses and checks a callback task payload.

@@ -244,7 +244,7 @@ func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
 	if cfg.ProxyURL != "" {
 		u, err := url.Parse(cfg.ProxyURL)
 		if err != nil {
-			return nil, fmt.Errorf("probe: ProxyURL: %w", err)
+			return nil, fmt.Errorf("probe: ProxyURL: %w", urlErrorCause(err))
 		}
 		if u.Scheme != "socks5" && u.Scheme != "socks5h" {
 			return nil, fmt.Errorf("probe: ProxyURL scheme %q: only socks5:// carries SMTP", u.Scheme)

@@ -353,18 +353,35 @@ func (c *client) readReply(stage Stage) (Reply, error) {
 	if err != nil {
 		return Reply{}, c.fail(stage, err)
 	}
+	if r.Code/100 == 3 {
+		return Reply{}, c.fail(stage, fmt.Errorf("%w: %d reply to %s", ErrProtocolDesync, r.Code, stage))
+	}
 	return r, nil
 }
 
-// cmd sends one command and reads its reply (lock-step).
+// cmd sends one command and reads its reply (lock-step). Octets buffered
+// before the command or left over after its reply were sent unasked: the
+// session is out of step (issue 8), see checkSync.
 func (c *client) cmd(stage Stage, line string) (Reply, error) {
+	if c.botched == nil {
+		if err := c.checkSync(stage); err != nil {
+			return Reply{}, err
+		}
+	}
 	if err := c.send(stage, line); err != nil {
 		return Reply{}, err
 	}
 	if err := c.flush(stage); err != nil {
 		return Reply{}, err
 	}
-	return c.readReply(stage)
+	r, err := c.readReply(stage)
+	if err != nil {
+		return Reply{}, err
+	}
+	if err := c.checkSync(stage); err != nil {
+		return Reply{}, err
+	}
+	return r, nil
 }
 
 // parseEHLO records the keywords of a 250 EHLO reply (RFC 5321 §4.1.1.1):

@@ -36,7 +36,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 func redisClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, usagef("redis URL: %v", err)
+		return nil, usagef("redis URL: %v", urlErrorCause(err))
 	}
 	password, _ := u.User.Password()
 	username := u.User.Username()
@@ -45,7 +45,7 @@ func redisClient(rawURL string) (redis.UniversalClient, error) {
 	case "redis", "rediss", "unix":
 		opt, err := redis.ParseURL(rawURL)
 		if err != nil {
-			return nil, usagef("redis URL %s: %v", redactURL(rawURL), err)
+			return nil, usagef("redis URL %s: %v", redactURL(rawURL), urlErrorCause(err))
 		}
 		return redis.NewClient(opt), nil
 	case "redis-sentinel":

@@ -25,6 +25,7 @@ import (
 //	! endless 250-               send the prefix, then 'x' without end
 //	! slow 50ms 220 hi           send the line one byte per interval
 //	! repeat 10000 250-x         send the line that many times
+//	! reset, ! burst             see hostile.go
 //
 // Blank lines and lines starting with '#' are ignored; leading blanks are
 // trimmed so scripts can be indented in raw strings. A mismatch, a client
@@ -141,6 +142,13 @@ func (f *Fake) play(c net.Conn) {
 			}
 		case step == "! close":
 			return
+		case step == "! reset":
+			reset(c)
+			return
+		case strings.HasPrefix(step, "! burst "):
+			if burst(c, step[len("! burst "):]) != nil {
+				return
+			}
 		case step == "! hang":
 			io.Copy(io.Discard, r)
 			return
