@@ -258,7 +258,7 @@ func TestEndToEnd(t *testing.T) {
 	go enqueue(3*time.Minute, all, &mainRun, &wg)
 	go enqueue(blockedDeadline, blocked, &blockRun, &wg)
 	wg.Wait()
-	t.Logf("all verdicts final after %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("producers done after %s", time.Since(start).Round(time.Millisecond))
 
 	// mxprobe enqueue's exit status: 1 when any address is invalid, 3 when
 	// none is but some are unknown or risky (cmd/mxprobe/main.go).
