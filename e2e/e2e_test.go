@@ -231,7 +231,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	enqueue := func(deadline time.Duration, addrs []string, out *run, wg *sync.WaitGroup) {
 		defer wg.Done()
-		args := []string{"enqueue", "--redis-url", redisURL, "--wait", "--wait-timeout", "3m",
+		args := []string{"enqueue", "--redis-url", redisURL, "--wait", "--wait-timeout", "2m",
 			"--callback", cb.url, "--metadata", `{"suite":"e2e"}`, "--deadline", deadline.String()}
 		cmd := exec.CommandContext(ctx, bin, append(args, addrs...)...)
 		var stdout, stderr bytes.Buffer
