@@ -29,7 +29,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mxprobe/mxprobe/e2e/lab"
+	"github.com/mxprobe/mxprobe/e2e/internal/lab"
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/ratelimit"
