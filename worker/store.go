@@ -166,3 +166,16 @@ return 0
 func (s *resultStore) holdLead(ctx context.Context, addr, id string, delay time.Duration) error {
 	return holdScript.Run(ctx, s.rdb, []string{s.leadKey(addr)}, id, (delay + leadTTL).Milliseconds()).Err()
 }
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// release gives up id's lead on addr without caching anything, waking the
+// requests that wait on it (used when no server was asked).
+func (s *resultStore) release(ctx context.Context, addr, id string) error {
+	return releaseScript.Run(ctx, s.rdb, []string{s.leadKey(addr)}, id).Err()
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
 )
@@ -297,6 +298,13 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	vres, verr := w.v.Validate(withReservation(ctx, id), p.Input)
 	if verr != nil {
 		if delay, reason, ok := denial(verr); ok {
+			if w.pastDeadline(p) {
+				// Denials do not use retries, so without this a task under
+				// a long cool-down would outlive its producer's deadline
+				// by the whole pause and its callback would come too late.
+				return w.finishDenied(ctx, t, p, base, verr)
+			}
+			delay = w.capToDeadline(p, delay)
 			if !p.Fresh {
 				_ = w.store.holdLead(ctx, p.Address, id, delay)
 			}
@@ -318,13 +326,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	res := withCheck(base, check, nil)
 
 	if vres.Retryable && !lastAttempt {
-		delay := w.retry.Delay(retried, vres.RetryAfter.Std())
-		if !p.RespondBy.IsZero() {
-			// The producer stops caring at RespondBy: make the last attempt
-			// then, not a greylisting delay later. asynq schedules retries
-			// in whole seconds (rounding down), so aim one second past it.
-			delay = min(delay, max(p.RespondBy.Sub(w.now()), 0)+time.Second)
-		}
+		delay := w.capToDeadline(p, w.retry.Delay(retried, vres.RetryAfter.Std()))
 		res.NextAttemptAt = w.now().Add(delay).UTC()
 		w.writeResult(t, res)
 		if !p.Fresh {
@@ -344,6 +346,44 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		log.Warn("result cache write or lead release failed", "err", err)
 	}
 	return w.finish(ctx, t, p, res)
+}
+
+// pastDeadline reports whether the producer's deadline (RespondBy) has come.
+func (w *Worker) pastDeadline(p tasks.ValidatePayload) bool {
+	return !p.RespondBy.IsZero() && !w.now().Before(p.RespondBy)
+}
+
+// capToDeadline shortens a wait that would end after the producer's
+// deadline, so the task comes back in time to give its final answer then.
+// asynq schedules retries in whole seconds, rounding down, so the wait aims
+// one second past the deadline: the task never comes back just before it.
+func (w *Worker) capToDeadline(p tasks.ValidatePayload, d time.Duration) time.Duration {
+	if p.RespondBy.IsZero() {
+		return d
+	}
+	if left := max(p.RespondBy.Sub(w.now()), 0) + time.Second; left < d {
+		return left
+	}
+	return d
+}
+
+// finishDenied ends a task whose deadline came while the limiter still held
+// it back: a final unknown saying why (the provider's cool-down reason, e.g.
+// "blocked", else rate_limited). It is not cached: no server was asked.
+func (w *Worker) finishDenied(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, base tasks.Result, verr error) error {
+	reason := string(validator.ReasonRateLimited)
+	var d *ratelimit.DeniedError
+	if errors.As(verr, &d) && d.Reason == ratelimit.ReasonCoolDown && d.Detail != "" {
+		reason = d.Detail
+	}
+	res := withCheck(base, tasks.Check{Input: p.Input, Address: p.Address, Verdict: tasks.VerdictUnknown,
+		Reason: reason, Error: verr.Error(), CheckedAt: w.now().UTC()}, nil)
+	res.Final = true
+	err := w.finish(ctx, t, p, res)
+	if !p.Fresh {
+		_ = w.store.release(ctx, p.Address, base.TaskID)
+	}
+	return err
 }
 
 // finish stores a final result, tells OnResult and enqueues the callback.

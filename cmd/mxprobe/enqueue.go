@@ -23,6 +23,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	callback := fs.String("callback", "", "URL that receives each signed result")
 	queue := fs.String("queue", tasks.QueueDefault, "queue: critical, default or bulk")
 	metadata := fs.String("metadata", "", "JSON object echoed in results and callbacks")
+	deadline := fs.Duration("deadline", 0, "a verdict not final this long after enqueueing becomes a final unknown, and its callback fires (default: none)")
 	noDedupe := fs.Bool("no-dedupe", false, "probe even if a recent result is cached or a probe is in flight")
 	transcript := fs.Bool("transcript", false, "keep the SMTP transcript in the result")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
@@ -55,6 +56,12 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	defer rdb.Close()
 	c := tasks.NewClient(rdb)
 	opts := []tasks.Option{tasks.Queue(*queue)}
+	if *deadline < 0 {
+		return exitUsage, usagef("--deadline must not be negative")
+	}
+	if *deadline > 0 {
+		opts = append(opts, tasks.Deadline(time.Now().Add(*deadline)))
+	}
 	if *noDedupe {
 		opts = append(opts, tasks.NoDedupe())
 	}
