@@ -26,6 +26,18 @@
 //     RCPT TO, the catch-all RCPT, QUIT. Never DATA. The next MX host is
 //     tried only when a host gave no answer about the mailbox — never after
 //     any RCPT reply.
+//
+//     Sessions are reused (pool.go): after a probe the session is parked, and
+//     the next address for the same MX host takes it — in the same MAIL
+//     transaction for the same domain, after RSET and the identical MAIL FROM
+//     otherwise — bounded by recipients and rejects per session (10 and 3,
+//     under Postfix's soft error limit), idle time and age. A reused session
+//     costs no new rate-limit token; the Gate's Admission learns every
+//     outcome at once (cool-downs) and is done when the session closes. The
+//     catch-all verdict of a domain is remembered (CatchAllCache), so the
+//     random RCPT — a guaranteed reject that counts toward harvest defences —
+//     is sent once per domain a day, not once per address. PIPELINING
+//     (RFC 2920) is optional and off by default.
 //  5. Classification (classify.go): the decision table of smtp-probing.md
 //     §1.2 as data. Only a 5yz reply to RCPT about the mailbox makes an
 //     address invalid; greylisting, rate limits, blocks of our IP, timeouts

@@ -603,3 +603,34 @@ func TestDeadlineEndsRetriesOnTime(t *testing.T) {
 		t.Errorf("callback %+v", cb)
 	}
 }
+
+// A provider cooling down holds tasks back without using retries; when the
+// producer's deadline comes first, the task ends as a final unknown naming
+// the cool-down's reason, and its callback fires. No server is asked.
+func TestDeadlineDuringCoolDownEndsUnknown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{smtp: smtptest.Options{}})
+	lcfg := ratelimit.DefaultConfig()
+	lcfg.Prefix = "test:rl:" // the worker's limiter, seen from another process
+	other, err := ratelimit.New(b.rdb, lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.CoolDown(context.Background(), "test", other.Group("mx.example.test"), "blocked"); err != nil {
+		t.Fatal(err)
+	}
+	id := b.enqueue(t, "kim@example.test", tasks.Deadline(time.Now().Add(2*time.Second)))
+	st := b.waitFor(t, id, 20*time.Second)
+	if r := st.Result; r.Verdict != tasks.VerdictUnknown || r.Reason != "blocked" || !r.Final {
+		t.Fatalf("result %+v, want a final unknown/blocked", r)
+	}
+	if st.Retried != 0 {
+		t.Errorf("retried %d: cool-down denials must not use retries", st.Retried)
+	}
+	if n := b.smtp.Conns(); n != 0 {
+		t.Errorf("%d SMTP connections to a provider that is cooling down", n)
+	}
+	if cb := b.receiver.next(t); cb.TaskID != id || cb.Reason != "blocked" {
+		t.Errorf("callback %+v", cb)
+	}
+}
