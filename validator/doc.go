@@ -9,16 +9,19 @@
 //     domains to A-labels with idna.Lookup, SMTPUTF8 flagged. net/mail is
 //     not used as the check: it accepts display names and comments
 //     (smtp-probing.md §9). Bad syntax is invalid/bad_syntax, final.
+//
 //  2. Lists: the operator's deny list (invalid/denied), allow list
 //     (valid/allowed, no traffic) and the embedded CC0 disposable-domain list
 //     (risky/disposable, no traffic: such domains accept everything). Role
 //     accounts and free providers are flags, never verdicts. An Updater can
 //     refresh the disposable list in the background.
+//
 //  3. DNS (miekg/dns; dns.go says why not net.Resolver): MX sorted by
 //     preference, equal preferences shuffled; implicit MX only when there is
 //     no MX; null MX (RFC 7505) and NXDOMAIN are invalid; SERVFAIL and
 //     timeouts are unknown and retryable. MX targets on loopback, private or
 //     link-local addresses are refused unless DNSConfig.AllowPrivate.
+//
 //  4. SMTP (Prober; smtpclient.go says why a lean client rather than
 //     emersion/go-smtp's): for each MX host in order, the Gate admits the
 //     session (nil: always), then connect, banner, EHLO (HELO fallback),
@@ -38,6 +41,7 @@
 //     random RCPT — a guaranteed reject that counts toward harvest defences —
 //     is sent once per domain a day, not once per address. PIPELINING
 //     (RFC 2920) is optional and off by default.
+//
 //  5. Classification (classify.go): the decision table of smtp-probing.md
 //     §1.2 as data. Only a 5yz reply to RCPT about the mailbox makes an
 //     address invalid; greylisting, rate limits, blocks of our IP, timeouts
