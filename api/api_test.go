@@ -381,6 +381,11 @@ func TestBatchFormatsAndBadRows(t *testing.T) {
 			2, nil, []string{"a@example.com", "b@example.com"}},
 		{"CSV with other header", "text/csv", "contact\na@example.com\n",
 			1, nil, []string{"a@example.com"}},
+		// Excel's "CSV UTF-8" starts with a byte order mark.
+		{"CSV with a BOM and no header", "text/csv", "\ufeffa@example.com\nb@example.com\n",
+			2, nil, []string{"a@example.com", "b@example.com"}},
+		{"JSON with a BOM", "application/json", "\ufeff[\"a@example.com\"]",
+			1, nil, []string{"a@example.com"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
