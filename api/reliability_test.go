@@ -6,11 +6,23 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/api"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
 )
 
 // TestProvidersHintDoctorWhenBlocked: a provider paused because it blocks
@@ -71,4 +83,186 @@ func TestProvidersHintDoctorWhenBlocked(t *testing.T) {
 			t.Errorf("cool_downs[%s] hint %q differs from the provider's %q", cd.Group, cd.Hint, byGroup[cd.Group].Hint)
 		}
 	}
+}
+
+// TestRedisRestartedAPIAnswers503ThenRecovers (issue 8, faults): Redis with
+// AOF is killed while probes are in flight and tasks wait in the queues.
+// Meanwhile every request that needs Redis gets 503 with Retry-After —
+// never a 2xx for work that was not queued — and nothing refused becomes a
+// task. After Redis restarts on the same port and directory the same API
+// process answers 2xx again, and every validation and batch row accepted
+// before the crash finishes with a final result, readable through the API.
+func TestRedisRestartedAPIAnswers503ThenRecovers(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	arrived := make(chan string, 100)
+	b := setup(t, opts{aof: true, worker: true,
+		smtp: smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+			arrived <- to
+			<-release // probes in flight across the crash
+			return nil
+		}},
+		// Two slots, both held inside a probe across the crash, so no
+		// handler ends while Redis is down (see the limit in
+		// docs/reliability.md: asynq then leaves the task active until its
+		// recoverer runs, up to two minutes later); a command timeout
+		// longer than the outage.
+		workerCfg: func(w *worker.Config, v *validator.Config) {
+			w.Concurrency = 2
+			v.Probe.CommandTimeout = time.Minute
+		},
+		cfg: func(c *api.Config) {
+			// Fail fast while Redis is down (go-redis would retry for
+			// seconds); the same client must reconnect afterwards.
+			c.Redis = fastFailClient(t, c.Redis)
+		},
+	})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the worker's shutdown
+
+	var accepted []string
+	for i := range 6 {
+		resp, body := b.do(t, "POST", "/v1/validations", keyA, "application/json",
+			map[string]string{"address": fmt.Sprintf("before%d@example.test", i)})
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("accept %d: %d %s", i, resp.StatusCode, body)
+		}
+		accepted = append(accepted, mustJSON[validation](t, body).ID)
+	}
+	resp, body := b.do(t, "POST", "/v1/batches", keyA, "text/csv", "email\nrow1@example.test\nrow2@example.test\nrow3@example.test\n")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("batch: %d %s", resp.StatusCode, body)
+	}
+	batch := mustJSON[batchAccepted](t, body)
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no probe reached the SMTP server")
+		}
+	}
+
+	b.redis.Kill(t)
+	outage := []struct{ name, method, path, ctype, body string }{
+		{"validation", "POST", "/v1/validations", "application/json", `{"address":"during1@example.test"}`},
+		{"validation with wait", "POST", "/v1/validations?wait=5", "application/json", `{"address":"during2@example.test"}`},
+		{"batch", "POST", "/v1/batches", "text/csv", "during3@example.test\nduring4@example.test\n"},
+		{"sign-up form", "POST", "/validate", "", `{"email":"during5@example.test"}`},
+		{"validation status", "GET", "/v1/validations/" + accepted[0], "", ""},
+		{"batch status", "GET", batch.StatusURL, "", ""},
+		{"batch results", "GET", batch.ResultsURL, "", ""},
+		{"readyz", "GET", "/readyz", "", ""},
+	}
+	for _, tt := range outage {
+		t.Run("down/"+tt.name, func(t *testing.T) {
+			resp, body := b.do(t, tt.method, tt.path, keyA, tt.ctype, tt.body)
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Errorf("status %d Retry-After %q while Redis is down, want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+		})
+	}
+	if resp, _ := b.do(t, "GET", "/healthz", "", "", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz %d while Redis is down", resp.StatusCode)
+	}
+
+	b.redis.Restart(t) // same port, same directory: the AOF is replayed
+	releaseOnce.Do(func() { close(release) })
+
+	// The same API process recovers: its first requests succeed.
+	recovered := []struct {
+		name, method, path, ctype, body string
+		want                            int
+	}{
+		{"validation", "POST", "/v1/validations", "application/json", `{"address":"after@example.test"}`, http.StatusAccepted},
+		{"batch", "POST", "/v1/batches", "text/csv", "after-row@example.test\n", http.StatusAccepted},
+		{"sign-up form", "POST", "/validate", "", `{"email":"after-form@example.test"}`, http.StatusOK},
+		{"batch status", "GET", batch.StatusURL, "", "", http.StatusOK},
+	}
+	for _, tt := range recovered {
+		t.Run("up/"+tt.name, func(t *testing.T) {
+			if resp, body := b.do(t, tt.method, tt.path, keyA, tt.ctype, tt.body); resp.StatusCode != tt.want {
+				t.Errorf("status %d after Redis came back, want %d: %s", resp.StatusCode, tt.want, body)
+			}
+		})
+	}
+
+	// Everything accepted before the crash completes, read through the API.
+	_, body = b.do(t, "GET", batch.ResultsURL+"?format=ndjson", keyA, "", nil)
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		if r := mustJSON[resultRow](t, []byte(l)); r.TaskID != "" {
+			accepted = append(accepted, r.TaskID)
+		}
+	}
+	if len(accepted) != 6+3 {
+		t.Fatalf("%d accepted task ids, want 9 (batch results %s)", len(accepted), body)
+	}
+	for _, id := range accepted {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := b.client.Wait(ctx, id)
+		cancel()
+		if err != nil {
+			st, gerr := b.client.Get(context.Background(), id)
+			t.Fatalf("accepted %s never finished: %v (now %+v, %v)", id, err, st, gerr)
+		}
+		resp, body := b.do(t, "GET", "/v1/validations/"+id, keyA, "", nil)
+		v := mustJSON[validation](t, body)
+		if resp.StatusCode != http.StatusOK || !v.Final || v.Result == nil || v.Result.Verdict != tasks.VerdictValid {
+			t.Errorf("accepted %s: %d %s, want a final valid result", id, resp.StatusCode, body)
+		}
+	}
+	_, body = b.do(t, "GET", batch.StatusURL, keyA, "", nil)
+	if st := mustJSON[struct{ Total, Done int }](t, body); st.Total != 3 || st.Done != 3 {
+		t.Errorf("batch after the restart: %s, want 3 of 3 done", body)
+	}
+
+	// Nothing refused with 503 was queued after all.
+	for _, a := range taskAddresses(t, b) {
+		if strings.HasPrefix(a, "during") {
+			t.Errorf("%s was refused with 503 but became a task", a)
+		}
+	}
+}
+
+// fastFailClient is a client for c's server that does not retry and dials
+// with a short timeout, closed at cleanup.
+func fastFailClient(t testing.TB, c redis.UniversalClient) *redis.Client {
+	fc := redis.NewClient(&redis.Options{Addr: c.(*redis.Client).Options().Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = fc.Close() })
+	return fc
+}
+
+// taskAddresses lists the address of every validation task in Redis, in
+// any state.
+func taskAddresses(t *testing.T, b *bundle) []string {
+	t.Helper()
+	insp := asynq.NewInspectorFromRedisClient(b.rdb)
+	var out []string
+	for _, q := range tasks.Queues {
+		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+			insp.ListPendingTasks, insp.ListActiveTasks, insp.ListScheduledTasks, insp.ListRetryTasks,
+			insp.ListArchivedTasks, insp.ListCompletedTasks,
+		} {
+			infos, err := list(q, asynq.PageSize(1000))
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("listing %s: %v", q, err)
+			}
+			for _, ti := range infos {
+				if ti.Type != tasks.TypeValidate {
+					continue
+				}
+				p, err := tasks.DecodeValidatePayload(ti.Payload)
+				if err != nil {
+					t.Fatalf("task %s: %v", ti.ID, err)
+				}
+				out = append(out, p.Address)
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no tasks listed: the check below would prove nothing")
+	}
+	return out
 }
