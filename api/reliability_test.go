@@ -5,10 +5,16 @@ package api_test
 // doctor hint of issue 9 on /v1/providers.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,4 +271,198 @@ func taskAddresses(t *testing.T, b *bundle) []string {
 		t.Fatal("no tasks listed: the check below would prove nothing")
 	}
 	return out
+}
+
+// TestAuthBypassBeyondTheHeader: attempts the per-route table of
+// TestAuthEnforcedOnEveryRoute cannot express — bytes an HTTP client refuses
+// to send, headers over the server's limit, a key in the URL, and header and
+// cookie played against each other.
+func TestAuthBypassBeyondTheHeader(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	const path = "/v1/providers"
+	goodCookie := &http.Cookie{Name: "mxprobe_key", Value: keyA}
+	tests := []struct {
+		name string
+		// raw is sent as is on a new connection when set.
+		raw     string
+		header  http.Header
+		cookie  *http.Cookie
+		query   string
+		want    int
+		wantAny []int // instead of want, when the server may answer either
+	}{
+		{name: "NUL after a valid key", raw: "Authorization: Bearer " + keyA + "\x00\r\n", wantAny: []int{400, 401}},
+		{name: "NUL inside the secret", raw: "Authorization: Bearer alice:\x00" + keyA[6:] + "\r\n", wantAny: []int{400, 401}},
+		{name: "CR inside the header", raw: "Authorization: Bearer " + keyA + "\rX-Evil: 1\r\n", wantAny: []int{400, 401}},
+		// RFC 9112 §5.2 lets a server replace obs-fold with SP, as Go
+		// does: this is the valid key, folded, not a way around it.
+		{name: "obsolete line folding of a valid key", raw: "Authorization: Bearer\r\n " + keyA + "\r\n", want: 200},
+		{name: "obsolete line folding inside the secret", raw: "Authorization: Bearer alice:\r\n " + keyA[6:] + "\r\n", want: 401},
+		{name: "header over the server's 1 MiB limit", header: http.Header{"Authorization": {"Bearer alice:" + strings.Repeat("x", 2<<20)}}, want: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "first of two Authorization headers is wrong", header: http.Header{"Authorization": {"Bearer alice:wrong-wrong-wrong-wrong", "Bearer " + keyA}}, want: 401},
+		{name: "key in the query string", query: "?api_key=" + keyA + "&access_token=" + keyA, want: 401},
+		{name: "bad header beats a good cookie", header: http.Header{"Authorization": {"Bearer alice:wrong-wrong-wrong-wrong"}}, cookie: goodCookie, want: 401},
+		{name: "malformed header beats a good cookie", header: http.Header{"Authorization": {"Basic x"}}, cookie: goodCookie, want: 401},
+		{name: "cookie with a wrong secret", cookie: &http.Cookie{Name: "mxprobe_key", Value: "alice:wrong-wrong-wrong-wrong"}, want: 401},
+		{name: "cookie under another name", cookie: &http.Cookie{Name: "mxprobe_key2", Value: keyA}, want: 401},
+		{name: "cookie from another origin", cookie: goodCookie, header: http.Header{"Origin": {"https://evil.example"}}, want: 403},
+		{name: "cookie from another port of this host", cookie: goodCookie, header: http.Header{"Origin": {"http://127.0.0.1:1"}}, want: 403},
+		{name: "cookie with Origin null (sandboxed frame)", cookie: goodCookie, header: http.Header{"Origin": {"null"}}, want: 403},
+		{name: "cookie with an unparsable Origin", cookie: goodCookie, header: http.Header{"Origin": {"http://%zz"}}, want: 403},
+		{name: "cookie, same origin", cookie: goodCookie, header: http.Header{"Origin": {b.srv.URL}}, want: 200},
+		{name: "header key from another origin (not a browser session)", header: http.Header{"Authorization": {"Bearer " + keyA}, "Origin": {"https://evil.example"}}, want: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var status int
+			if tt.raw != "" {
+				status = rawRequest(t, b, "GET "+path+" HTTP/1.1\r\nHost: "+strings.TrimPrefix(b.srv.URL, "http://")+"\r\n"+tt.raw+"Connection: close\r\n\r\n")
+			} else {
+				req, _ := http.NewRequest("GET", b.srv.URL+path+tt.query, nil)
+				for k, vs := range tt.header {
+					for _, v := range vs {
+						req.Header.Add(k, v)
+					}
+				}
+				if tt.cookie != nil {
+					req.AddCookie(tt.cookie)
+				}
+				resp, err := b.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				status = resp.StatusCode
+			}
+			switch {
+			case tt.wantAny != nil && !slices.Contains(tt.wantAny, status):
+				t.Errorf("status %d, want one of %v", status, tt.wantAny)
+			case tt.wantAny == nil && status != tt.want:
+				t.Errorf("status %d, want %d", status, tt.want)
+			}
+		})
+	}
+}
+
+// rawRequest writes req on a new connection and returns the status code.
+func rawRequest(t *testing.T, b *bundle, req string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", b.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// lockedBuffer collects log output written from the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRequestLogsKeepSecrets (issue 8, security): at debug level, in JSON and
+// in text, the API's logs name the key id but never a secret, an
+// Authorization header, a cookie or a key sent in the URL — whether the key
+// was right, wrong or malformed.
+func TestRequestLogsKeepSecrets(t *testing.T) {
+	t.Parallel()
+	aliceSecret := strings.SplitN(keyA, ":", 2)[1]
+	const wrongSecret = "wrong-secret-do-not-log-9876"
+	const querySecret = "query-secret-do-not-log-5432"
+	handlers := []struct {
+		name string
+		new  func(io.Writer) slog.Handler
+	}{
+		{"json", func(w io.Writer) slog.Handler {
+			return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})
+		}},
+		{"text", func(w io.Writer) slog.Handler {
+			return slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})
+		}},
+	}
+	for _, h := range handlers {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			var logs lockedBuffer
+			b := setup(t, opts{cfg: func(c *api.Config) { c.Logger = slog.New(h.new(&logs)) }})
+			type req struct {
+				method, path, auth, cookie, ctype, body string
+			}
+			reqs := []req{
+				{"GET", "/v1/providers", "Bearer " + keyA, "", "", ""},
+				{"POST", "/v1/validations", "Bearer " + keyA, "", "application/json", `{"address":"a@example.com"}`},
+				{"POST", "/v1/validations", "Bearer " + keyA, "", "application/json", `{"address":"not-an-address"}`},
+				{"POST", "/v1/batches", "Bearer " + keyA, "", "text/csv", "a@example.com\nbad\n"},
+				{"GET", "/v1/providers", "Bearer alice:" + wrongSecret, "", "", ""},
+				{"GET", "/v1/providers", "Bearer alice: " + wrongSecret, "", "", ""},
+				{"GET", "/v1/providers", "Basic " + wrongSecret, "", "", ""},
+				{"GET", "/v1/providers?api_key=" + querySecret, "", "", "", ""},
+				{"GET", "/nope?token=" + querySecret, "Bearer " + keyA, "", "", ""},
+				{"GET", "/v1/providers", "", "mxprobe_key=" + keyA, "", ""},
+				{"GET", "/v1/providers", "", "mxprobe_key=alice:" + wrongSecret, "", ""},
+				{"POST", "/login", "", "", "application/x-www-form-urlencoded", "key=" + keyA + "&next=/"},
+				{"POST", "/login", "", "", "application/x-www-form-urlencoded", "key=alice:" + wrongSecret},
+				{"POST", "/login", "", "", "application/json", `{"key":"alice:` + wrongSecret + `"}`},
+				{"POST", "/validate", "Bearer " + keyA, "", "", `{"email":"a@example.com"}`},
+			}
+			for _, r := range reqs {
+				hr, _ := http.NewRequest(r.method, b.srv.URL+r.path, strings.NewReader(r.body))
+				if r.auth != "" {
+					hr.Header.Set("Authorization", r.auth)
+				}
+				if r.cookie != "" {
+					hr.Header.Set("Cookie", r.cookie)
+				}
+				if r.ctype != "" {
+					hr.Header.Set("Content-Type", r.ctype)
+				}
+				noRedirect := *b.srv.Client()
+				noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+				resp, err := noRedirect.Do(hr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			out := logs.String()
+			// The capture works: one access line per request, key ids named.
+			if n := strings.Count(out, "http request"); n != len(reqs) {
+				t.Fatalf("%d access log lines for %d requests:\n%s", n, len(reqs), out)
+			}
+			if !strings.Contains(out, "alice") {
+				t.Fatalf("no key id in the log; the capture proves nothing:\n%s", out)
+			}
+			for _, secret := range []string{aliceSecret, wrongSecret, querySecret, "Bearer", "Basic", "mxprobe_key", "api_key", "Authorization", "Cookie"} {
+				if strings.Contains(out, secret) {
+					t.Errorf("log contains %q:\n%s", secret, out)
+				}
+			}
+		})
+	}
 }
