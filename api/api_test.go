@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -32,6 +33,7 @@ func TestAuthEnforcedOnEveryRoute(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{})
 	aliceSecret := strings.SplitN(keyA, ":", 2)[1]
+	bobSecret := strings.SplitN(keyB, ":", 2)[1]
 	creds := []struct {
 		name, header string
 		want401      bool
@@ -44,6 +46,35 @@ func TestAuthEnforcedOnEveryRoute(t *testing.T) {
 		{"other key's id", "Bearer bob:" + aliceSecret, true, "invalid_token"},
 		{"unknown id", "Bearer mallory:" + aliceSecret, true, "invalid_token"},
 		{"good key", "Bearer " + keyA, false, ""},
+		// Bypass attempts (issue 8, security).
+		{"scheme only", "Bearer", true, "invalid_request"},
+		{"scheme and blanks (trimmed to the scheme)", "Bearer   ", true, "invalid_request"},
+		{"Basic carrying a valid key", "Basic " + base64.StdEncoding.EncodeToString([]byte(keyA)), true, "invalid_request"},
+		{"valid key as a bare header", keyA, true, "invalid_request"},
+		{"other scheme name with a valid key", "Token " + keyA, true, "invalid_request"},
+		{"id only", "Bearer alice", true, "invalid_token"},
+		{"id and colon", "Bearer alice:", true, "invalid_token"},
+		{"secret only", "Bearer " + aliceSecret, true, "invalid_token"},
+		{"empty id", "Bearer :" + aliceSecret, true, "invalid_token"},
+		{"extra colon after the key", "Bearer " + keyA + ":", true, "invalid_token"},
+		{"extra colon before the secret", "Bearer alice::" + aliceSecret, true, "invalid_token"},
+		{"space inside the key", "Bearer alice: " + aliceSecret, true, "invalid_request"},
+		{"tab inside the key", "Bearer alice:\t" + aliceSecret, true, "invalid_request"},
+		{"two keys", "Bearer " + keyA + " " + keyB, true, "invalid_request"},
+		{"two keys with a comma", "Bearer " + keyA + "," + keyB, true, "invalid_token"},
+		{"secret truncated", "Bearer " + keyA[:len(keyA)-1], true, "invalid_token"},
+		{"secret with a suffix", "Bearer " + keyA + "x", true, "invalid_token"},
+		{"secret in upper case", "Bearer alice:" + strings.ToUpper(aliceSecret), true, "invalid_token"},
+		{"id in upper case", "Bearer ALICE:" + aliceSecret, true, "invalid_token"},
+		{"another key's id with a wrong secret", "Bearer bob:not-bobs-secret-at-all", true, "invalid_token"},
+		{"A's id with B's secret", "Bearer alice:" + bobSecret, true, "invalid_token"},
+		{"64 KiB secret", "Bearer alice:" + strings.Repeat("x", 64<<10), true, "invalid_token"},
+		{"64 KiB id", "Bearer " + strings.Repeat("a", 64<<10) + ":" + aliceSecret, true, "invalid_token"},
+		// RFC 7235 §2.1: the scheme is case-insensitive, and 1*SP may
+		// separate it from the credentials; these are the valid key.
+		{"lower-case scheme", "bearer " + keyA, false, ""},
+		{"upper-case scheme", "BEARER " + keyA, false, ""},
+		{"two spaces after the scheme", "Bearer  " + keyA, false, ""},
 	}
 	for _, rt := range b.api.Routes() {
 		for _, c := range creds {
@@ -380,6 +411,11 @@ func TestBatchFormatsAndBadRows(t *testing.T) {
 		{"CSV without header", "text/csv; charset=utf-8", "a@example.com\nb@example.com,extra\n",
 			2, nil, []string{"a@example.com", "b@example.com"}},
 		{"CSV with other header", "text/csv", "contact\na@example.com\n",
+			1, nil, []string{"a@example.com"}},
+		// Excel's "CSV UTF-8" starts with a byte order mark.
+		{"CSV with a BOM and no header", "text/csv", "\ufeffa@example.com\nb@example.com\n",
+			2, nil, []string{"a@example.com", "b@example.com"}},
+		{"JSON with a BOM", "application/json", "\ufeff[\"a@example.com\"]",
 			1, nil, []string{"a@example.com"}},
 	}
 	for _, tt := range tests {

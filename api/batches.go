@@ -109,27 +109,21 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		mt = ""
 	}
+	format, ok := batchFormatOf(mt)
+	if !ok {
+		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMedia, "Content-Type must be application/json (an array), application/x-ndjson or text/csv")
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBatchBytes)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		writeDecodeError(w, err)
 		return
 	}
-	var rows []parsedRow
-	switch mt {
-	case "application/json":
-		rows, err = parseJSONRows(body)
-	case "application/x-ndjson", "application/jsonl", "application/jsonlines":
-		rows, err = parseNDJSONRows(body)
-	case "text/csv":
-		rows, err = parseCSVRows(body)
-	default:
-		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMedia, "Content-Type must be application/json (an array), application/x-ndjson or text/csv")
-		return
-	}
+	rows, err := parseBatch(format, body, s.cfg.MaxBatchRows)
 	if err != nil {
 		code := codeMalformedJSON
-		if mt == "text/csv" {
+		if format == formatCSV {
 			code = codeBadRequest
 		}
 		writeError(w, http.StatusBadRequest, code, err.Error())
@@ -140,7 +134,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(rows) > s.cfg.MaxBatchRows {
-		writeError(w, http.StatusRequestEntityTooLarge, codeTooManyRows, fmt.Sprintf("%d rows: a batch holds at most %d", len(rows), s.cfg.MaxBatchRows))
+		writeError(w, http.StatusRequestEntityTooLarge, codeTooManyRows, fmt.Sprintf("a batch holds at most %d rows", s.cfg.MaxBatchRows))
 		return
 	}
 	// Refuse up front when Redis is away rather than half-enqueue a batch.
@@ -266,38 +260,112 @@ func parseRowValue(raw []byte) (batchRow, string, string) {
 	return row, string(raw), "want a string or an object with an address"
 }
 
-// parseJSONRows reads a JSON array; a row's "line" is its 1-based position.
-func parseJSONRows(body []byte) ([]parsedRow, error) {
-	var elems []json.RawMessage
-	if err := json.Unmarshal(body, &elems); err != nil {
-		return nil, fmt.Errorf("malformed JSON: want an array of addresses or objects: %v", err)
+// batchFormat is the syntax of a batch body.
+type batchFormat int
+
+const (
+	formatJSON batchFormat = iota
+	formatNDJSON
+	formatCSV
+)
+
+// batchFormatOf maps a Content-Type's media type to its format.
+func batchFormatOf(mt string) (batchFormat, bool) {
+	switch mt {
+	case "application/json":
+		return formatJSON, true
+	case "application/x-ndjson", "application/jsonl", "application/jsonlines":
+		return formatNDJSON, true
+	case "text/csv":
+		return formatCSV, true
 	}
-	rows := make([]parsedRow, len(elems))
-	for i, e := range elems {
+	return 0, false
+}
+
+// utf8BOM starts files saved by Excel and Notepad. RFC 8259 §8.1 lets a
+// JSON parser ignore it; in CSV without a header it would otherwise stick
+// to the first address and get it rejected.
+var utf8BOM = []byte("\ufeff")
+
+// parseBatch reads a batch body. It returns at most limit+1 rows: one more
+// than allowed is enough for the caller to refuse the batch, and stopping
+// there keeps a body of MaxBatchBytes of tiny rows from becoming millions of
+// parsed rows first. Line numbers are 1-based and strictly increasing: the
+// input line for NDJSON and CSV (a quoted CSV field may span lines: the
+// record's first), the array position for JSON.
+func parseBatch(f batchFormat, body []byte, limit int) ([]parsedRow, error) {
+	body = bytes.TrimPrefix(body, utf8BOM)
+	switch f {
+	case formatJSON:
+		return parseJSONRows(body, limit)
+	case formatNDJSON:
+		return parseNDJSONRows(body, limit), nil
+	case formatCSV:
+		return parseCSVRows(body, limit)
+	}
+	return nil, fmt.Errorf("unknown batch format %d", f)
+}
+
+const wantArray = "malformed JSON: want an array of addresses or objects"
+
+// parseJSONRows reads a JSON array one element at a time.
+func parseJSONRows(body []byte, limit int) ([]parsedRow, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", wantArray, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, errors.New(wantArray)
+	}
+	var rows []parsedRow
+	for dec.More() {
+		if len(rows) > limit {
+			return rows, nil
+		}
+		var e json.RawMessage
+		if err := dec.Decode(&e); err != nil {
+			return nil, fmt.Errorf("malformed JSON in element %d: %v", len(rows)+1, err)
+		}
 		row, input, problem := parseRowValue(e)
-		rows[i] = parsedRow{line: i + 1, input: input, row: row, err: problem}
+		rows = append(rows, parsedRow{line: len(rows) + 1, input: input, row: row, err: problem})
+	}
+	if _, err := dec.Token(); err != nil { // the closing ]
+		return nil, fmt.Errorf("%s: %v", wantArray, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New(wantArray + ": data after the array")
 	}
 	return rows, nil
 }
 
 // parseNDJSONRows reads one JSON value per line; blank lines are skipped.
-func parseNDJSONRows(body []byte) ([]parsedRow, error) {
+// A line that is not a JSON value is a rejected row, not a failed batch.
+func parseNDJSONRows(body []byte, limit int) []parsedRow {
 	var rows []parsedRow
-	for n, line := range bytes.Split(body, []byte("\n")) {
+	n := 0
+	for rest := body; len(rest) > 0 && len(rows) <= limit; {
+		n++
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			continue
 		}
 		row, input, problem := parseRowValue(line)
-		rows = append(rows, parsedRow{line: n + 1, input: input, row: row, err: problem})
+		rows = append(rows, parsedRow{line: n, input: input, row: row, err: problem})
 	}
-	return rows, nil
+	return rows
 }
 
 // parseCSVRows reads CSV with an optional header: a first row with a cell
 // named email or address is a header naming the column; a first row with no
 // '@' anywhere is a header too, and the first column is used.
-func parseCSVRows(body []byte) ([]parsedRow, error) {
+func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 	cr := csv.NewReader(bytes.NewReader(body))
 	cr.FieldsPerRecord = -1
 	cr.LazyQuotes = true
@@ -305,7 +373,7 @@ func parseCSVRows(body []byte) ([]parsedRow, error) {
 	col := 0
 	var rows []parsedRow
 	first := true
-	for {
+	for len(rows) <= limit {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			break

@@ -50,13 +50,23 @@ type opts struct {
 	cfg    func(*api.Config)
 	worker bool
 	smtp   smtptest.Options
+	// aof starts Redis with the append-only file fsynced on every write,
+	// as production runs it, for tests that kill and restart it.
+	aof bool
+	// workerCfg adjusts the worker's and its validator's configuration.
+	workerCfg func(*worker.Config, *validator.Config)
 }
 
 var notFound = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 
 func setup(t testing.TB, o opts) *bundle {
 	t.Helper()
-	b := &bundle{redis: redistest.StartServer(t)}
+	b := &bundle{}
+	if o.aof {
+		b.redis = redistest.StartServerAOF(t)
+	} else {
+		b.redis = redistest.StartServer(t)
+	}
 	b.rdb = b.redis.Client(t)
 	keys, err := api.ParseKeys(keyA + "," + keyB)
 	if err != nil {
@@ -77,12 +87,12 @@ func setup(t testing.TB, o opts) *bundle {
 	t.Cleanup(b.srv.Close)
 	b.client = tasks.NewClient(b.rdb)
 	if o.worker {
-		b.startWorker(t, o.smtp)
+		b.startWorker(t, o.smtp, o.workerCfg)
 	}
 	return b
 }
 
-func (b *bundle) startWorker(t testing.TB, so smtptest.Options) {
+func (b *bundle) startWorker(t testing.TB, so smtptest.Options, adjust func(*worker.Config, *validator.Config)) {
 	t.Helper()
 	b.smtp = smtptest.Start(t, so)
 	dns := dnstest.Start(t, dnstest.Zone{
@@ -96,17 +106,14 @@ func (b *bundle) startWorker(t testing.TB, so smtptest.Options) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	v, err := validator.New(validator.Config{
+	vcfg := validator.Config{
 		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
 			Port: b.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second},
 		DNS:          validator.DNSConfig{Servers: []string{dns.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second},
 		Gate:         worker.NewGate(limiter, "test", log),
 		ProviderFunc: limiter.Group,
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	w, err := worker.New(b.rdb, v, worker.Config{
+	wcfg := worker.Config{
 		Concurrency:       8,
 		Retry:             worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1},
 		ShutdownTimeout:   2 * time.Second,
@@ -114,7 +121,15 @@ func (b *bundle) startWorker(t testing.TB, so smtptest.Options) {
 		SchedulerInterval: 50 * time.Millisecond,
 		PollInterval:      20 * time.Millisecond,
 		Logger:            log,
-	})
+	}
+	if adjust != nil {
+		adjust(&wcfg, &vcfg)
+	}
+	v, err := validator.New(vcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(b.rdb, v, wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,25 @@ type pauseJSON struct {
 	Until     time.Time `json:"until"`
 	Step      int       `json:"step"`
 	RemainsMS int64     `json:"remains_ms"`
+	// Hint points at the fix when the pause says the host itself is the
+	// problem (issue 9): a provider that blocks us will block every probe
+	// from this host until its reputation is repaired.
+	Hint string `json:"hint,omitempty"`
+}
+
+// doctorHint is the Hint of a pause whose reason is a block of our host.
+// The worker logs the same advice when it opens such a cool-down.
+const doctorHint = "this provider blocks the probing host: run `mxprobe doctor` on the worker hosts to check outbound port 25, reverse DNS, the HELO name, SPF and block-list listings"
+
+// pauseHint returns the hint for a cool-down reason: the validator's
+// blocked and blocked_rdns (validator.ReasonBlocked, ReasonBlockedRDNS;
+// the api package does not import the validator).
+func pauseHint(reason string) string {
+	switch reason {
+	case "blocked", "blocked_rdns":
+		return doctorHint
+	}
+	return ""
 }
 
 type providerJSON struct {
@@ -69,7 +88,7 @@ func (s *Server) getProviders(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
 		for _, p := range pauses {
 			pj := pauseJSON{Egress: p.Egress, Group: p.Group, Reason: p.Reason, Since: p.Since.UTC(), Until: p.Until.UTC(),
-				Step: p.Step, RemainsMS: max(0, p.Until.Sub(now).Milliseconds())}
+				Step: p.Step, RemainsMS: max(0, p.Until.Sub(now).Milliseconds()), Hint: pauseHint(p.Reason)}
 			resp.CoolDowns = append(resp.CoolDowns, pj)
 			known := false
 			for i := range resp.Providers {

@@ -37,7 +37,16 @@ type RequestError struct {
 	Err    error
 }
 
-func (e *RequestError) Error() string { return e.Field + ": " + e.Reason }
+// Error reads "field: reason", except that a reason which already names the
+// field — address.ParseError's `address "x": missing '@'` — is not prefixed
+// a second time ("address: address \"x\": …" read badly in the API and the
+// web page).
+func (e *RequestError) Error() string {
+	if strings.HasPrefix(e.Reason, e.Field+" ") || strings.HasPrefix(e.Reason, e.Field+":") {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
 func (e *RequestError) Unwrap() error { return e.Err }
 
 // ErrBadRequest matches every *RequestError with errors.Is.
@@ -268,6 +277,9 @@ func (c *Client) Get(ctx context.Context, id string) (Status, error) {
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 			return Status{}, ErrNotFound
 		}
+		if lostTask(err) {
+			return Status{}, fmt.Errorf("%w: %s has no task record in Redis (lost with Redis's data?)", ErrNotFound, id)
+		}
 		return Status{}, err
 	}
 	st := Status{ID: id, Queue: queue, State: info.State.String(), Retried: info.Retried,
@@ -315,6 +327,17 @@ func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
 			delay = delay * 3 / 2
 		}
 	}
+}
+
+// lostTask recognises asynq's answer for a task hash without a state: what
+// is left when Redis lost the task (restarted without persistence, or a
+// failover to a stale replica) and a worker still finishing it wrote its
+// result, which recreates the hash with only that field. asynq reports it as
+// `FAILED_PRECONDITION: "" is not supported task state` with no exported
+// error to match, so the text is the only handle; callers get ErrNotFound,
+// which is what the task has become.
+func lostTask(err error) bool {
+	return strings.Contains(err.Error(), `"" is not supported task state`)
 }
 
 // queueOf recovers the queue from a task id ("default_<uuid>"), so Get costs

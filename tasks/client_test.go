@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -146,5 +147,68 @@ func TestDecodePayloadRefusesBadInput(t *testing.T) {
 		if _, err := tasks.DecodeCallbackPayload([]byte(in)); err == nil {
 			t.Errorf("DecodeCallbackPayload accepted %s", in)
 		}
+	}
+}
+
+// TestGetTaskLostWithRedisData: Redis restarts empty (no persistence) while
+// a worker is still probing; new work recreates the queue; the worker's
+// result write (asynq's ResultWriter is a bare HSET of the "result" field)
+// recreates the task's hash without msg or state. asynq then answers
+// `FAILED_PRECONDITION: "" is not supported task state`; Get and Wait must
+// say ErrNotFound instead.
+func TestGetTaskLostWithRedisData(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	c := tasks.NewClient(srv.Client(t))
+	ctx := context.Background()
+	lost, err := c.Enqueue(ctx, tasks.Request{Address: "lost@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill(t)
+	srv.Restart(t)
+	rdb := srv.Client(t)
+	// A fresh producer (asynq's client remembers which queues it has
+	// published and would not re-add the queue to the emptied server).
+	if _, err := tasks.NewClient(rdb).Enqueue(ctx, tasks.Request{Address: "after@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, "asynq:{"+tasks.QueueDefault+"}:t:"+lost, "result", `{"verdict":"valid","final":true}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The raw inspector shows the state this test is about.
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueDefault, lost); err == nil || !strings.Contains(err.Error(), "not supported task state") {
+		t.Fatalf("set-up: inspector says %v, want asynq's FAILED_PRECONDITION", err)
+	}
+	_, err = c.Get(ctx, lost)
+	if !errors.Is(err, tasks.ErrNotFound) || strings.Contains(err.Error(), "FAILED_PRECONDITION") {
+		t.Errorf("Get = %v, want ErrNotFound in plain words", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Wait(wctx, lost); !errors.Is(err, tasks.ErrNotFound) {
+		t.Errorf("Wait = %v, want ErrNotFound", err)
+	}
+}
+
+func TestRequestErrorReadsCleanly(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t)
+	tests := []struct {
+		name string
+		req  tasks.Request
+		want string
+	}{
+		{"address names itself once", tasks.Request{Address: "not-an-address"}, `address "not-an-address": missing '@'`},
+		{"other fields are prefixed", tasks.Request{Address: "a@example.com", CallbackURL: "ftp://x"}, `callback_url: scheme "ftp": only http and https are allowed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := c.Enqueue(context.Background(), tt.req)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("Error() = %q, want %q", err, tt.want)
+			}
+		})
 	}
 }
