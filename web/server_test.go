@@ -169,7 +169,10 @@ func startRealServer(t *testing.T) *realServer {
 		// Greylisting is retried after a second instead of six minutes
 		// (asynq schedules retries in whole seconds, so a second is the
 		// shortest honest delay).
-		Retry:             worker.RetryPolicy{FirstDelay: time.Second, Multiplier: 2, MaxDelay: 4 * time.Second, GiveUpAfter: 20 * time.Second, Jitter: 0.1},
+		// asynq schedules retries in whole seconds, rounding down: a 1 s
+		// delay can come back within milliseconds, inside MaxWait. 2 s
+		// keeps the retry at least a second away.
+		Retry:             worker.RetryPolicy{FirstDelay: 2 * time.Second, Multiplier: 2, MaxDelay: 4 * time.Second, GiveUpAfter: 20 * time.Second, Jitter: 0.1},
 		ShutdownTimeout:   2 * time.Second,
 		Callback:          worker.CallbackConfig{Secret: []byte("web-test-callback-secret"), Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
 		SchedulerInterval: 50 * time.Millisecond,
