@@ -111,7 +111,9 @@ var _ prometheus.Collector = (*QueueCollector)(nil)
 
 // Metrics is the Prometheus side of the worker's and the limiter's events:
 // pass ObserveResult as worker.Config.OnResult, CallbackOutcome as
-// worker.Config.OnCallback, and the Metrics itself as ratelimit.Config.Metrics.
+// worker.Config.OnCallback, CacheLookup as worker.Config.CacheHook (and to
+// the shared MX and catch-all caches), and the Metrics itself as
+// ratelimit.Config.Metrics.
 //
 // Provider labels are bounded: a provider group not named in Providers is
 // counted as "other", because groups are registrable domains and a bulk
@@ -127,7 +129,12 @@ type Metrics struct {
 	reserved    *prometheus.CounterVec
 	coolDowns   *prometheus.CounterVec
 	callbacks   *prometheus.CounterVec
+	cache       *prometheus.CounterVec
 }
+
+// cacheNames are the caches CacheLookup counts by name; any other name is
+// counted as "other", so a caller cannot mint label values.
+var cacheNames = []string{"mx", "catch_all", "result"}
 
 // NewMetrics registers the counters in reg. providers are the groups that
 // get their own label value.
@@ -151,11 +158,20 @@ func NewMetrics(reg prometheus.Registerer, providers []string) (*Metrics, error)
 			Help: "Cool-downs opened after a provider throttled or blocked us."}, []string{"provider", "reason"}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_callbacks_total",
 			Help: "Callback delivery attempts by outcome."}, []string{"outcome"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_cache_lookups_total",
+			Help: "Lookups in the shared caches (mx: DNS answers, catch_all: per-domain catch-all status, result: final verdicts per address), by result (hit, miss)."},
+			[]string{"cache", "result"}),
+	}
+	// Every series exists from the start: a hit ratio reads 0 hits, not
+	// no data, before the first lookup.
+	for _, c := range cacheNames {
+		m.cache.WithLabelValues(c, "hit")
+		m.cache.WithLabelValues(c, "miss")
 	}
 	for _, p := range providers {
 		m.providers[p] = true
 	}
-	for _, c := range []prometheus.Collector{m.verdicts, m.smtpReplies, m.duration, m.acquired, m.denied, m.reserved, m.coolDowns, m.callbacks} {
+	for _, c := range []prometheus.Collector{m.verdicts, m.smtpReplies, m.duration, m.acquired, m.denied, m.reserved, m.coolDowns, m.callbacks, m.cache} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -199,6 +215,19 @@ func (m *Metrics) ObserveResult(_ context.Context, r tasks.Result) {
 // "refused" (final), "retry" (will be tried again).
 func (m *Metrics) CallbackOutcome(_ context.Context, outcome string) {
 	m.callbacks.WithLabelValues(outcome).Inc()
+}
+
+// CacheLookup counts one cache lookup (worker.CacheHook): cache is "mx",
+// "catch_all" or "result".
+func (m *Metrics) CacheLookup(cache string, hit bool) {
+	if !slices.Contains(cacheNames, cache) {
+		cache = "other"
+	}
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cache.WithLabelValues(cache, result).Inc()
 }
 
 // Acquired implements ratelimit.Metrics.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hibiken/asynq"
+	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
@@ -36,7 +38,15 @@ var (
 	throughputTasks       = flag.Int("throughput.tasks", 2000, "BenchmarkThroughput: tasks per run")
 	throughputConcurrency = flag.Int("throughput.concurrency", 64, "BenchmarkThroughput: asynq concurrency of every variant (64 is worker.Config's default)")
 	throughputVariants    = flag.String("throughput.variants", "", "BenchmarkThroughput: comma-separated variants to run (default all; 'cached' needs 'mxprobe'), e.g. 'mxprobe' for a -cpuprofile of the worker alone")
+	throughputPerDomain   = flag.Int("throughput.perdomain", 10, "BenchmarkThroughput: addresses per recipient domain (each domain has its own MX host name), so the session pool can serve them on one session")
 )
+
+// throughputGroup is how many domains' addresses are interleaved in the
+// queue: more than the concurrency, so that the previous address of a
+// domain has finished and parked its session when the next one starts, and
+// fewer than the pool's MaxIdle (256), so that parked sessions are not
+// closed for room.
+const throughputGroup = 100
 
 // BenchmarkThroughput measures end-to-end validations per second through
 // Redis (issue 4) next to a bare asynq handler that does nothing, on the same
@@ -59,6 +69,16 @@ var (
 //	         QUIT) against a loopback go-smtp sink → store → release
 //	fresh    as mxprobe with tasks.NoDedupe: no cache read, no lead
 //	cached   the addresses mxprobe just validated, answered from the cache
+//	nopool   as mxprobe with session reuse off (validator.PoolConfig.Disabled):
+//	         a new TCP session per address, as before issue 7
+//
+// Addresses: -throughput.perdomain (10) per recipient domain, each domain
+// with its own MX host name on 127.0.0.1, interleaved in groups of
+// throughputGroup domains so that one pooled session serves a domain's
+// addresses one after the other (a new session per domain, RSET never
+// needed). The validators are wired as `mxprobe worker` wires them: DNS
+// answers and catch-all status shared through Redis (RedisMXCache,
+// RedisCatchAllCache) behind their in-process copies, catch-all probe on.
 //
 // Limits are effectively off (a million sessions per second, unbounded
 // sessions per host); no callback URL is set, so no email:callback tasks.
@@ -77,6 +97,7 @@ func BenchmarkThroughput(b *testing.B) {
 		{name: "mxprobe", start: env.startWorker},
 		{name: "cached", start: env.startWorker, reuse: "mxprobe"},
 		{name: "fresh", start: env.startWorker, opts: []tasks.Option{tasks.NoDedupe()}},
+		{name: "nopool", start: env.startWorkerNoPool},
 	}
 	if *throughputVariants != "" {
 		want := strings.Split(*throughputVariants, ",")
@@ -86,7 +107,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatalf("-throughput.variants=%q names no variant", *throughputVariants)
 	}
 	stats := map[string][]runStats{}
-	ratios := []float64{}
+	ratios := map[string][]float64{}
 	b.ResetTimer()
 	for round := range b.N {
 		order := slices.Clone(variants)
@@ -106,16 +127,19 @@ func BenchmarkThroughput(b *testing.B) {
 			stats[v.name] = append(stats[v.name], st)
 		}
 		if bare, ok := stats["bare"]; ok {
-			if mx, ok := stats["mxprobe"]; ok {
-				ratios = append(ratios, mx[len(mx)-1].rate()/bare[len(bare)-1].rate())
+			for _, name := range []string{"mxprobe", "nopool"} {
+				if mx, ok := stats[name]; ok {
+					ratios[name] = append(ratios[name], mx[len(mx)-1].rate()/bare[len(bare)-1].rate())
+				}
 			}
 		}
 	}
 	b.StopTimer()
 
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d tasks per run, concurrency %d, %d rounds\n", *throughputTasks, *throughputConcurrency, b.N)
-	fmt.Fprintf(&sb, "%-8s %10s %8s %8s %7s %8s %9s %10s   per-round val/s\n", "variant", "median/s", "min/s", "max/s", "rt/val", "srv/val", "goCPU µs", "redisCPU µs")
+	fmt.Fprintf(&sb, "%d tasks per run, %d per domain, concurrency %d, %d rounds\n", *throughputTasks, *throughputPerDomain, *throughputConcurrency, b.N)
+	fmt.Fprintf(&sb, "%-8s %10s %8s %8s %7s %8s %9s %10s %9s %9s %8s %8s   per-round val/s\n", "variant", "median/s", "min/s", "max/s", "rt/val", "srv/val", "goCPU µs", "redisCPU µs",
+		"smtp s/v", "smtp c/v", "smtp rt", "RSS MiB")
 	for _, v := range variants {
 		s := stats[v.name]
 		rates := make([]float64, len(s))
@@ -129,21 +153,31 @@ func BenchmarkThroughput(b *testing.B) {
 		med := median(rates)
 		rt, srv := median(mapf(s, runStats.roundTripsPerVal)), median(mapf(s, runStats.serverCmdsPerVal))
 		goCPU, redisCPU := median(mapf(s, runStats.procCPUPerVal)), median(mapf(s, runStats.redisCPUPerVal))
-		fmt.Fprintf(&sb, "%-8s %10.0f %8.0f %8.0f %7.2f %8.2f %9.0f %10.0f   %s\n", v.name, med, slices.Min(rates), slices.Max(rates), rt, srv, goCPU, redisCPU, strings.Join(per, " "))
+		smtpSess, smtpCmds, smtpRT := median(mapf(s, runStats.smtpSessionsPerVal)), median(mapf(s, runStats.smtpCmdsPerVal)), median(mapf(s, runStats.smtpRoundTripsPerVal))
+		peakRSS := slices.Max(mapf(s, func(st runStats) float64 { return float64(st.peakRSS) / (1 << 20) }))
+		fmt.Fprintf(&sb, "%-8s %10.0f %8.0f %8.0f %7.2f %8.2f %9.0f %10.0f %9.2f %9.2f %8.2f %8.1f   %s\n", v.name, med, slices.Min(rates), slices.Max(rates), rt, srv, goCPU, redisCPU,
+			smtpSess, smtpCmds, smtpRT, peakRSS, strings.Join(per, " "))
 		b.ReportMetric(med, v.name+"-val/s")
 		b.ReportMetric(rt, v.name+"-rt/val")
 		b.ReportMetric(median(mapf(s, runStats.clientCmdsPerVal)), v.name+"-cmd/val")
 		b.ReportMetric(srv, v.name+"-srvcmd/val")
 		b.ReportMetric(goCPU, v.name+"-goCPU-µs/val")
 		b.ReportMetric(redisCPU, v.name+"-redisCPU-µs/val")
+		b.ReportMetric(smtpSess, v.name+"-smtpSessions/val")
+		b.ReportMetric(smtpRT, v.name+"-smtpRT/val")
+		b.ReportMetric(peakRSS, v.name+"-peakRSS-MiB")
 	}
-	if len(ratios) > 0 {
-		perRound := make([]string, len(ratios))
-		for i, r := range ratios {
+	for _, name := range []string{"mxprobe", "nopool"} {
+		rs := ratios[name]
+		if len(rs) == 0 {
+			continue
+		}
+		perRound := make([]string, len(rs))
+		for i, r := range rs {
 			perRound[i] = strconv.FormatFloat(r, 'f', 3, 64)
 		}
-		fmt.Fprintf(&sb, "mxprobe/bare: median of per-round ratios %.3f (%s)\n", median(ratios), strings.Join(perRound, " "))
-		b.ReportMetric(median(ratios), "ratio")
+		fmt.Fprintf(&sb, "%s/bare: median of per-round ratios %.3f (%s)\n", name, median(rs), strings.Join(perRound, " "))
+		b.ReportMetric(median(rs), name+"-ratio")
 	}
 	for _, v := range variants {
 		s := stats[v.name]
@@ -177,7 +211,9 @@ type throughputEnv struct {
 	hook  *cmdHook
 	smtp  *smtptest.Server
 	v     *validator.Validator
-	prod  *tasks.Client
+	// vNoPool is v with session reuse off.
+	vNoPool *validator.Validator
+	prod    *tasks.Client
 }
 
 func newThroughputEnv(b *testing.B) *throughputEnv {
@@ -196,10 +232,13 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		}
 		return notFound
 	}})
-	dns := dnstest.Start(b, dnstest.Zone{
-		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
-		"mx.example.test.": {dnstest.A("127.0.0.1")},
-	})
+	zone := dnstest.Zone{}
+	for d := range throughputDomains() {
+		name := fmt.Sprintf("d%d.test.", d)
+		zone[name] = []dns.RR{dnstest.MX("mx."+name, 10)}
+		zone["mx."+name] = []dns.RR{dnstest.A("127.0.0.1")}
+	}
+	dnsSrv := dnstest.Start(b, zone)
 	lcfg := ratelimit.DefaultConfig()
 	lcfg.Default = ratelimit.Limit{Rate: 1_000_000, Per: time.Second, Burst: 1_000_000, Sessions: 1 << 30}
 	limiter, err := ratelimit.New(e.rdb, lcfg)
@@ -207,16 +246,27 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	e.v, err = validator.New(validator.Config{
-		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: e.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: true},
-		DNS:          validator.DNSConfig{Servers: []string{dns.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second},
-		Gate:         worker.NewGate(limiter, "bench", log),
-		ProviderFunc: limiter.Group,
-	})
-	if err != nil {
-		b.Fatal(err)
+	newValidator := func(pool validator.PoolConfig) *validator.Validator {
+		// As cmd/mxprobe wires it (worker.go build): shared caches, each
+		// with its in-process copy.
+		v, err := validator.New(validator.Config{
+			Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
+				Port: e.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: true,
+				Pool:          pool,
+				CatchAllCache: worker.NewRedisCatchAllCache(e.rdb, "mxprobe:", worker.DefaultCatchAllTTL, 10000, nil, log)},
+			DNS: validator.DNSConfig{Servers: []string{dnsSrv.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second,
+				Cache: worker.NewRedisMXCache(e.rdb, "mxprobe:", 10000, nil, log)},
+			Gate:         worker.NewGate(limiter, "bench", log),
+			ProviderFunc: limiter.Group,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { v.Close() })
+		return v
 	}
+	e.v = newValidator(validator.PoolConfig{})
+	e.vNoPool = newValidator(validator.PoolConfig{Disabled: true})
 	e.prod = tasks.NewClient(e.admin)
 	return e
 }
@@ -242,8 +292,35 @@ func (e *throughputEnv) startBare(b *testing.B, seen func(bool)) func() {
 	return srv.Shutdown
 }
 
+// throughputDomains is how many recipient domains a run spreads over.
+func throughputDomains() int {
+	per := max(*throughputPerDomain, 1)
+	return (*throughputTasks + per - 1) / per
+}
+
+// throughputAddr is the i-th address of a run: domains interleave in groups
+// of throughputGroup (see the const).
+func throughputAddr(variant string, round, i int) string {
+	per := max(*throughputPerDomain, 1)
+	block := throughputGroup * per
+	group, j := i/block, i%block
+	domains := min(throughputGroup, throughputDomains()-group*throughputGroup)
+	d := group*throughputGroup + j%domains
+	return fmt.Sprintf("bench-%s-r%d-%d@d%d.test", variant, round, i, d)
+}
+
 func (e *throughputEnv) startWorker(b *testing.B, seen func(bool)) func() {
-	w, err := worker.New(e.rdb, e.v, worker.Config{
+	return e.startWorkerWith(b, e.v, seen)
+}
+
+func (e *throughputEnv) startWorkerNoPool(b *testing.B, seen func(bool)) func() {
+	return e.startWorkerWith(b, e.vNoPool, seen)
+}
+
+func (e *throughputEnv) startWorkerWith(b *testing.B, v *validator.Validator, seen func(bool)) func() {
+	// Shutdown closes an io.Closer validator (the pool); these are shared
+	// by every round, so the worker gets them without Close.
+	w, err := worker.New(e.rdb, struct{ worker.Validator }{v}, worker.Config{
 		Concurrency:     *throughputConcurrency,
 		Queues:          benchQueues,
 		ShutdownTimeout: 5 * time.Second,
@@ -274,7 +351,7 @@ func (e *throughputEnv) run(b *testing.B, v throughputVariant, round int, addrs 
 		}
 		list = make([]string, n)
 		for i := range list {
-			list[i] = fmt.Sprintf("bench-%s-r%d-%d@example.test", v.name, round, i)
+			list[i] = throughputAddr(v.name, round, i)
 		}
 	} else {
 		e.deleteKeys(b, "asynq:*")
@@ -297,6 +374,8 @@ func (e *throughputEnv) run(b *testing.B, v throughputVariant, round int, addrs 
 	}
 	e.hook.reset()
 
+	smtp0 := e.smtpCounts()
+	rss := startRSSSampler(b)
 	redisCPU0 := e.redisCPU(b)
 	procCPU0 := processCPU(b)
 	start := time.Now()
@@ -310,10 +389,15 @@ func (e *throughputEnv) run(b *testing.B, v throughputVariant, round int, addrs 
 	elapsed := time.Since(start)
 	procCPU := processCPU(b) - procCPU0
 	redisCPU := e.redisCPU(b) - redisCPU0
+	peakRSS := rss()
 	// The handler has returned for every task; wait for asynq to record the
 	// last completions so their commands are in the counts.
 	polls := e.waitCompleted(b, n)
-	st := runStats{n: n, elapsed: elapsed, procCPU: procCPU, redisCPU: redisCPU, client: e.hook.snapshot(), server: e.commandStats(b)}
+	st := runStats{n: n, elapsed: elapsed, procCPU: procCPU, redisCPU: redisCPU, client: e.hook.snapshot(), server: e.commandStats(b),
+		peakRSS: peakRSS}
+	// Sessions parked by the pool QUIT later (idle timeout): their QUITs
+	// fall into the next run's counts, one per session, a small share.
+	st.smtp = e.smtpCounts().sub(smtp0)
 	st.server["zcard"] -= polls // ours
 	st.server["info"]--         // the INFO that read the stats
 	stop()
@@ -457,6 +541,83 @@ type runStats struct {
 	procCPU, redisCPU time.Duration
 	client            hookCounts
 	server            map[string]int64
+	// smtp is what the sink saw; peakRSS the process's VmRSS peak, sampled.
+	smtp    smtpCounts
+	peakRSS int64
+}
+
+func (s runStats) smtpSessionsPerVal() float64 { return float64(s.smtp.conns) / float64(s.n) }
+func (s runStats) smtpCmdsPerVal() float64     { return float64(s.smtp.cmds) / float64(s.n) }
+
+// smtpRoundTripsPerVal: without pipelining every command is one round trip,
+// and each connection one more (connect + banner).
+func (s runStats) smtpRoundTripsPerVal() float64 {
+	return float64(s.smtp.cmds+s.smtp.conns) / float64(s.n)
+}
+
+// smtpCounts are the sink's counters: TCP connections and command lines.
+type smtpCounts struct{ conns, cmds int64 }
+
+func (a smtpCounts) sub(b smtpCounts) smtpCounts {
+	return smtpCounts{a.conns - b.conns, a.cmds - b.cmds}
+}
+
+func (e *throughputEnv) smtpCounts() smtpCounts {
+	c := smtpCounts{conns: int64(e.smtp.Conns())}
+	for _, verb := range []string{"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP", "QUIT"} {
+		c.cmds += int64(e.smtp.Sent(verb))
+	}
+	return c
+}
+
+// startRSSSampler reads this process's VmRSS every 10 ms until the
+// returned func is called, which returns the peak in bytes. The process
+// holds the worker and also the benchmark's SMTP sink and DNS server.
+func startRSSSampler(b *testing.B) func() int64 {
+	b.Helper()
+	var peak atomic.Int64
+	peak.Store(vmRSS(b))
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if v := vmRSS(b); v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-stopped
+		return peak.Load()
+	}
+}
+
+// vmRSS is VmRSS from /proc/self/status, in bytes.
+func vmRSS(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Error(err)
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				b.Error(err)
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func (s runStats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }

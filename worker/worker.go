@@ -51,7 +51,13 @@ type Config struct {
 	// "delivered", "gone" (410, not retried), "refused" (final) or "retry".
 	// For metrics; it must not block.
 	OnCallback func(ctx context.Context, outcome string)
-	Logger     *slog.Logger
+	// CacheHook sees every lookup of the per-address result cache as cache
+	// "result" (a request with tasks.NoDedupe looks up nothing). The same
+	// hook is meant for RedisMXCache ("mx") and RedisCatchAllCache
+	// ("catch_all"), which cmd/mxprobe builds with it. For metrics; it
+	// must not block.
+	CacheHook CacheHook
+	Logger    *slog.Logger
 	// SchedulerInterval is how often retries and delayed tasks move back to
 	// their queue (asynq's default: 5 s); PollInterval how often an idle
 	// worker looks for new tasks (default 1 s). Tests shorten both.
@@ -274,6 +280,9 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		hit, leader, retryIn, err := w.store.lookup(ctx, p.Address, id)
 		if err != nil {
 			return fmt.Errorf("result cache and dedupe: %w", err)
+		}
+		if w.cfg.CacheHook != nil {
+			w.cfg.CacheHook("result", hit != nil)
 		}
 		if hit != nil {
 			res := *hit

@@ -150,6 +150,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			lc.Metrics = metrics
 			wc.OnResult = metrics.ObserveResult
 			wc.OnCallback = metrics.CallbackOutcome
+			wc.CacheHook = metrics.CacheLookup
 		}); err != nil {
 			return exitUsage, err
 		}

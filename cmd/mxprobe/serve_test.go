@@ -121,6 +121,25 @@ func TestServeEmbedded(t *testing.T) {
 	if code, v := post("/validate", key, `{"email":"bob@example.test"}`); code != 200 || v["result"] != false || v["verdict"] != "invalid" {
 		t.Errorf("/validate: %d %v", code, v)
 	}
+	// The same address again is answered from the result cache; /metrics
+	// counts the lookups of the caches serve wires to the worker.
+	if code, v := post("/v1/validations?wait=20s", key, `{"address":"alice@example.test"}`); code != 200 {
+		t.Fatalf("second validation: %d %v", code, v)
+	}
+	mreq, _ := http.NewRequest("GET", base+"metrics", nil)
+	mreq.Header.Set("Authorization", "Bearer "+key)
+	mresp, err := http.DefaultClient.Do(mreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, series := range []string{`cache="result",result="hit"`, `cache="result",result="miss"`, `cache="mx",result="miss"`} {
+		m := regexp.MustCompile(`(?m)^mxprobe_cache_lookups_total\{` + regexp.QuoteMeta(series) + `\} (\d+)$`).FindStringSubmatch(string(mbody))
+		if m == nil || m[1] == "0" {
+			t.Errorf("/metrics: mxprobe_cache_lookups_total{%s} = %v, want at least 1", series, m)
+		}
+	}
 	req, _ := http.NewRequest("GET", base+"readyz", nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Errorf("readyz: %v %v", resp, err)

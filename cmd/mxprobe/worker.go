@@ -200,8 +200,11 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	} else if f.listCache != "" {
 		return nil, usagef("--disposable-list-cache needs --disposable-list-url")
 	}
-	// DNS answers are shared by every worker through Redis (issue 7).
-	vcfg.DNS.Cache = worker.NewRedisMXCache(rdb, "mxprobe:", 10000, nil, log)
+	// DNS answers and catch-all status are shared by every worker through
+	// Redis (issue 7); the adjust hook's CacheHook (serve: metrics) counts
+	// their hits and misses.
+	vcfg.DNS.Cache = worker.NewRedisMXCache(rdb, "mxprobe:", 10000, wcfg.CacheHook, log)
+	vcfg.Probe.CatchAllCache = worker.NewRedisCatchAllCache(rdb, "mxprobe:", worker.DefaultCatchAllTTL, 10000, wcfg.CacheHook, log)
 	vcfg.Gate = worker.NewGate(limiter, egress, log)
 	vcfg.ProviderFunc = limiter.Group
 	vcfg.Logger = log
