@@ -38,6 +38,7 @@ type workerFlags struct {
 	callbackPrivate bool
 	callbackAllow   string
 	shutdownTimeout time.Duration
+	schedInterval   time.Duration
 	limitDefault    string
 	limits          string
 	logFormat       string
@@ -61,6 +62,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.callbackSecret, "callback-secret", "", "HMAC secret that signs callbacks (required to deliver callbacks)")
 	fs.BoolVar(&f.callbackPrivate, "callback-allow-private", false, "allow callbacks to loopback and private addresses (labs and tests only: SSRF)")
 	fs.StringVar(&f.callbackAllow, "callback-allow", "", "comma-separated CIDR prefixes callbacks may reach despite the private-address rule")
+	fs.DurationVar(&f.schedInterval, "scheduler-interval", time.Second, "how often due retries and rescheduled tasks return to their queue (asynq's default is 5s, which lets rate-limited tasks come back in clumps)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight probes may finish before they return to the queue")
 	fs.StringVar(&f.limitDefault, "limit-default", "10/1m:3:2", "default provider limit RATE/PERIOD:BURST:SESSIONS")
 	fs.StringVar(&f.limits, "limits", "", "per-provider limits, comma-separated GROUP=RATE/PERIOD:BURST:SESSIONS (e.g. google.com=20/1m:5:3)")
@@ -229,6 +231,7 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	wcfg.Concurrency = f.concurrency
 	wcfg.Retry = worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp}
 	wcfg.ShutdownTimeout = f.shutdownTimeout
+	wcfg.SchedulerInterval = f.schedInterval
 	wcfg.Cache = worker.CacheTTL{Valid: f.cacheValid, Invalid: f.cacheInvalid, Risky: f.cacheRisky, Unknown: f.cacheUnknown}
 	wcfg.Callback = cbcfg
 	wcfg.Logger = log
