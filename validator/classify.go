@@ -50,7 +50,8 @@ var rules = []*rule{
 		out: Outcome{Verdict: Valid, Reason: ReasonMailboxExists},
 	},
 	{
-		name: "2 null MX", stages: []Stage{StageRcpt, StageMail}, codes: []int{556},
+		// Only at RCPT: a 556 to MAIL FROM is about our own sender domain.
+		name: "2 null MX", stages: []Stage{StageRcpt}, codes: []int{556},
 		out: Outcome{Verdict: Invalid, Reason: ReasonNullMX},
 	},
 	{
@@ -94,6 +95,7 @@ var rules = []*rule{
 			`banned sending ip`, `\bs3150\b`, `poor reputation`, `proofpoint`, `barracuda`,
 			`client host rejected`, `not in whitelist`, `\[bl2[13]\]`,
 			`\bis listed\b`, `\blisted (at|on|by)\b`, `sorbs`, `spamcop`,
+			`\bdeny ?(table|list)\b`, `\byour ip\b`,
 		},
 		out: Outcome{Verdict: Unknown, Reason: ReasonBlocked, Retryable: true, Action: ActionCoolDown},
 	},
@@ -115,6 +117,28 @@ var rules = []*rule{
 		enh:  []string{"4.1.7", "4.1.8", "4.7.24", "4.7.23-26"},
 		text: []string{`sender`, `\bspf\b`, `from domain`, `reverse.?path`, `return.?path`},
 		out:  Outcome{Verdict: Unknown, Reason: ReasonSenderRejected, Retryable: true, Action: ActionFixSender},
+	},
+	{
+		// Many servers judge the sender only at RCPT (Postfix's default
+		// smtpd_delay_reject, Exim's sender verification), so a refusal of
+		// OUR MAIL FROM arrives as the reply to RCPT. It says nothing about
+		// the recipient and must never make it invalid (smtp-probing.md §6).
+		name: "3r sender rejected at RCPT (permanent)", stages: []Stage{StageRcpt, StageCatchAll}, classes: []int{5},
+		enh: []string{"5.1.7", "5.1.8", "5.7.23-26"},
+		text: []string{
+			`sender address rejected`, `sender verif`, `verification failed for`, `domain of sender`,
+			`sender domain`, `sender rejected`, `callout verification`, `sender (is )?unknown`, `invalid sender`,
+		},
+		out: Outcome{Verdict: Unknown, Reason: ReasonSenderRejected, Action: ActionFixSender},
+	},
+	{
+		name: "3r sender rejected at RCPT (temporary)", stages: []Stage{StageRcpt, StageCatchAll}, classes: []int{4},
+		enh: []string{"4.1.7", "4.1.8", "4.7.23-26"},
+		text: []string{
+			`sender address rejected`, `sender verif`, `verification failed for`, `domain of sender`,
+			`sender domain`, `callout verification`,
+		},
+		out: Outcome{Verdict: Unknown, Reason: ReasonSenderRejected, Retryable: true, Action: ActionFixSender},
 	},
 	{
 		name: "9 greylisted", stages: []Stage{StageRcpt}, classes: []int{4},

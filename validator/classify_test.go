@@ -31,6 +31,25 @@ func TestClassify(t *testing.T) {
 		wantAction    Action
 		wantHint      time.Duration
 	}{
+		// Our own sender refused in the reply to RCPT (Postfix delays
+		// sender restrictions to RCPT; Exim verifies senders there): never
+		// a verdict about the recipient.
+		{name: "postfix unknown sender domain at RCPT", stage: StageRcpt, wire: "550 5.1.8 <probe@ours.example>: Sender address rejected: Domain not found",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+		{name: "postfix unknown sender user at RCPT", stage: StageRcpt, wire: "550 5.1.0 <probe@ours.example>: Sender address rejected: User unknown in local recipient table",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+		{name: "sender domain does not exist", stage: StageRcpt, wire: "553 5.1.8 Domain of sender address probe@ours.example does not exist",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+		{name: "exim sender callout", stage: StageRcpt, wire: "550-Verification failed for <probe@ours.example>\n550-Called:   192.0.2.1\n550-Sent:     RCPT TO:<probe@ours.example>\n550-Response: 550 5.1.1 User unknown\n550 Sender verify failed",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+		{name: "exim unrouteable sender", stage: StageRcpt, wire: "550-Verification failed for <probe@ours.example>\n550-Unrouteable address\n550 Sender verify failed",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+		{name: "temporary sender domain failure at RCPT", stage: StageRcpt, wire: "450 4.1.8 <probe@ours.example>: Sender address rejected: Domain not found",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (temporary)", wantRetryable: true, wantAction: ActionFixSender},
+		{name: "IP on a local deny table", stage: StageRcpt, wire: "550 Address rejected: your IP 192.0.2.9 is on our local deny table",
+			wantVerdict: Unknown, wantReason: ReasonBlocked, wantRule: "7 blocked", wantRetryable: true, wantAction: ActionCoolDown},
+		{name: "556 to MAIL is about our sender", stage: StageMail, wire: "556 5.1.10 Sender domain has a null MX",
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3 sender rejected (permanent)", wantAction: ActionFixSender},
 		// Row 1.
 		{name: "banner 554 no service", stage: StageBanner, wire: "554 No SMTP service here",
 			wantVerdict: Unknown, wantReason: ReasonNoService, wantRule: "1 no SMTP service", wantAction: ActionNextMX},
@@ -195,8 +214,8 @@ func TestClassifyEveryRuleTested(t *testing.T) {
 		for _, code := range probeCodes {
 			for _, text := range []string{"x", "too many recipients", "receiving mail at a rate", "greylisted", "disabled", "over quota",
 				"blocked using zen.spamhaus.org", "too many connections", "ptr record", "sender", "relay access denied", "mailbox unavailable",
-				"recipient address rejected: access denied", "user unknown"} {
-				for _, enh := range []string{"", "5.1.1", "5.1.10", "5.2.1", "5.4.1", "5.5.0", "4.2.1", "5.7.1"} {
+				"recipient address rejected: access denied", "user unknown", "sender address rejected: domain not found"} {
+				for _, enh := range []string{"", "5.1.1", "5.1.10", "5.2.1", "5.4.1", "5.5.0", "4.2.1", "5.7.1", "5.1.8", "4.1.8"} {
 					r := Reply{Code: code, Enhanced: enh, Text: text}
 					if enh != "" && int(enh[0]-'0') != code/100 {
 						continue
