@@ -304,7 +304,20 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	vres, verr := w.v.Validate(withReservation(ctx, id), p.Input)
+	// Bound the attempt below asynq's own timeout (whose expiry asynq
+	// handles itself, counting a failure and never letting this handler
+	// record a verdict) and by the producer's deadline, so a tarpitting
+	// server ends in an answer, not in a silently spent retry budget.
+	vctx, cancel := context.WithTimeout(ctx, w.attemptBound(p))
+	vres, verr := w.v.Validate(withReservation(vctx, id), p.Input)
+	cancel()
+	if verr != nil && ctx.Err() == nil && errors.Is(verr, context.DeadlineExceeded) {
+		// Our bound, not shutdown: an unknown/timeout like any other slow
+		// server, retried on the schedule (final on the last attempt).
+		vres.Verdict, vres.Reason, vres.Retryable = validator.Unknown, validator.ReasonTimeout, true
+		verr = nil
+		lastAttempt = lastAttempt || w.pastDeadline(p)
+	}
 	if verr != nil {
 		if delay, reason, ok := denial(verr); ok {
 			if w.pastDeadline(p) {
@@ -320,10 +333,16 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 			return &RateLimitError{RetryIn: delay, Reason: reason}
 		}
 		if ctx.Err() != nil {
-			// Shutdown or asynq's timeout: the task goes back to the queue.
+			// Shutdown: the task goes back to the queue.
 			return fmt.Errorf("validation interrupted: %w", ctx.Err())
 		}
-		return &TemporaryError{Reason: verr.Error()}
+		if !lastAttempt {
+			return &TemporaryError{Reason: verr.Error()}
+		}
+		// An operational failure (the limiter's Redis unreachable, say) on
+		// the last attempt still ends in an answer and a callback.
+		vres = validator.Result{Input: p.Input, Address: p.Address, Verdict: validator.Unknown,
+			Reason: validator.ReasonTempFailure, Retryable: true, CheckedAt: w.now().UTC(), Error: verr.Error()}
 	}
 	if !p.Transcript {
 		vres.Transcript = nil
@@ -355,6 +374,17 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		log.Warn("result cache write or lead release failed", "err", err)
 	}
 	return w.finish(ctx, t, p, res)
+}
+
+// attemptBound is how long one validation attempt may take: a margin below
+// asynq's per-task timeout and, when the producer set a deadline, not much
+// past it.
+func (w *Worker) attemptBound(p tasks.ValidatePayload) time.Duration {
+	bound := tasks.ValidateTimeout - 30*time.Second
+	if !p.RespondBy.IsZero() {
+		bound = min(bound, max(p.RespondBy.Sub(w.now()), 5*time.Second))
+	}
+	return bound
 }
 
 // pastDeadline reports whether the producer's deadline (RespondBy) has come.
@@ -402,9 +432,7 @@ func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayl
 	if err := w.writeResult(t, res); err != nil {
 		return fmt.Errorf("storing result: %w", err)
 	}
-	if w.cfg.OnResult != nil {
-		w.cfg.OnResult(ctx, res)
-	}
+	w.notify(ctx, res)
 	if p.CallbackURL == "" {
 		return nil
 	}
@@ -427,6 +455,20 @@ func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayl
 		return fmt.Errorf("enqueueing callback: %w", err)
 	}
 	return nil
+}
+
+// notify hands a final result to OnResult. A hook that panics is logged and
+// ignored: it must not stop the callback, nor make the task retry forever.
+func (w *Worker) notify(ctx context.Context, res tasks.Result) {
+	if w.cfg.OnResult == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("OnResult panicked", "task_id", res.TaskID, "panic", r)
+		}
+	}()
+	w.cfg.OnResult(ctx, res)
 }
 
 func (w *Worker) writeResult(t *asynq.Task, res tasks.Result) error {

@@ -64,6 +64,8 @@ type setupOpts struct {
 	retry    worker.RetryPolicy
 	cbRetry  worker.RetryPolicy
 	noWorker bool
+	// commandTimeout overrides the probe's per-command timeout.
+	commandTimeout time.Duration
 }
 
 func setup(t *testing.T, o setupOpts) *bundle {
@@ -98,12 +100,14 @@ type workerEnv struct {
 	Limit    ratelimit.Limit
 	Retry    worker.RetryPolicy
 	CBRetry  worker.RetryPolicy
+	// CommandTimeout overrides the probe's per-command timeout (10 s).
+	CommandTimeout time.Duration
 }
 
 func (b *bundle) startWorker(t *testing.T, o setupOpts) *worker.Worker {
 	t.Helper()
 	e := b.env()
-	e.Limit, e.Retry, e.CBRetry = o.limit, o.retry, o.cbRetry
+	e.Limit, e.Retry, e.CBRetry, e.CommandTimeout = o.limit, o.retry, o.cbRetry, o.commandTimeout
 	w, err := newWorker(e, b.rdb)
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +131,13 @@ func newWorker(e workerEnv, rdb redis.UniversalClient) (*worker.Worker, error) {
 		return nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
+	cmdTimeout := 10 * time.Second
+	if e.CommandTimeout > 0 {
+		cmdTimeout = e.CommandTimeout
+	}
 	v, err := validator.New(validator.Config{
 		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: e.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: false},
+			Port: e.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: cmdTimeout, CatchAllProbe: false},
 		DNS:          validator.DNSConfig{Servers: []string{e.DNS}, AllowPrivate: true, Timeout: 2 * time.Second},
 		Gate:         worker.NewGate(limiter, "test", log),
 		ProviderFunc: limiter.Group,
@@ -631,6 +639,28 @@ func TestDeadlineDuringCoolDownEndsUnknown(t *testing.T) {
 		t.Errorf("%d SMTP connections to a provider that is cooling down", n)
 	}
 	if cb := b.receiver.next(t); cb.TaskID != id || cb.Reason != "blocked" {
+		t.Errorf("callback %+v", cb)
+	}
+}
+
+// A server that never answers RCPT cannot hold a task past its producer's
+// deadline: the attempt is bounded, and ends as a final unknown/timeout with
+// its callback (asynq's own timeout would count a failure and record
+// nothing).
+func TestHangingServerEndsAtDeadline(t *testing.T) {
+	t.Parallel()
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	// The per-command timeout (2 min) is far beyond the wait below: only
+	// the attempt bound can end this in time.
+	b := setup(t, setupOpts{commandTimeout: 2 * time.Minute,
+		smtp: smtptest.Options{RcptFunc: func(string) *smtp.SMTPError { <-hang; return nil }}})
+	id := b.enqueue(t, "lou@example.test", tasks.Deadline(time.Now().Add(time.Second)))
+	st := b.waitFor(t, id, 30*time.Second)
+	if r := st.Result; r.Verdict != tasks.VerdictUnknown || r.Reason != "timeout" || !r.Final {
+		t.Fatalf("result %+v, want a final unknown/timeout", r)
+	}
+	if cb := b.receiver.next(t); cb.TaskID != id || cb.Reason != "timeout" {
 		t.Errorf("callback %+v", cb)
 	}
 }
