@@ -693,8 +693,11 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			if reply.Code != 250 {
 				// RSET cannot fail on a healthy session (RFC 5321 §4.1.1.5
 				// "MUST send a 250"); the server gave up on this one.
+				// A reply is an answer, not a stale session: report it (a
+				// 421 "try again later" must open the cool-down) rather
+				// than redial the same host at once.
 				r, move, _, _ := replied(StageRset, reply)
-				return r, move, false, reused
+				return r, move, false, false
 			}
 		case StageMail:
 			if reply.Code/100 != 2 {
@@ -766,19 +769,28 @@ func (p *Prober) catchAll(ctx context.Context, s *smtpSession, domain string, re
 	if reply.Code/100 != 2 {
 		s.rejects++
 	}
-	switch reply.Code / 100 {
-	case 2:
+	out := Classify(StageCatchAll, reply)
+	// Read as if it were a real RCPT: only "no such mailbox" proves the
+	// domain does not accept everything. A 552 "too many recipients", a
+	// block or a policy refusal says nothing about catch-all.
+	asRcpt := Classify(StageRcpt, reply)
+	switch {
+	case reply.Code/100 == 2:
 		yes := true
 		res.CatchAll = &yes
 		res.Stage, res.Reply = StageCatchAll, &reply
 		res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all accepted"}
 		p.catchAllCache.SetCatchAll(ctx, domain, true)
-	case 5:
+	case asRcpt.Verdict == Invalid && (asRcpt.Reason == ReasonMailboxNotFound || asRcpt.Reason == ReasonMailboxDisabled):
 		no := false
 		res.CatchAll = &no
 		p.catchAllCache.SetCatchAll(ctx, domain, false)
 	}
-	out := Classify(StageCatchAll, reply)
+	if out.Action == ActionCoolDown && s.adm != nil {
+		// The throttle or block came on the catch-all RCPT; the provider
+		// must still be paused at once, whatever the real RCPT said.
+		s.adm.Report(out)
+	}
 	return reply.Code != 421 && out.Action != ActionCoolDown && out.Action != ActionNewSession
 }
 

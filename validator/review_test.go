@@ -1,0 +1,94 @@
+package validator
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+)
+
+// A refusal of the random catch-all RCPT that is not "no such mailbox" (too
+// many recipients, a block) proves nothing: it is not remembered as "not
+// catch-all", and a block on it still pauses the provider at once.
+func TestCatchAllInconclusiveRepliesAreNotRemembered(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		random       *smtp.SMTPError
+		wantCoolDown bool
+	}{
+		{"too many recipients", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 5, 3}, Message: "Too many recipients"}, false},
+		{"blocked", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Service unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := smtptest.Start(t, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+				if strings.HasPrefix(to, "user") {
+					return nil
+				}
+				return tt.random
+			}})
+			g := newCountingGate()
+			p := newTestProber(t, srv.Port(), g, nil)
+			for _, r := range addrs(2, "example.com") {
+				got := p.Probe(t.Context(), mxSet(srv.Addr().Addr()), r, false)
+				if got.CatchAll != nil {
+					t.Errorf("%s: catch-all %s from an inconclusive reply", r, fmtPtr(got.CatchAll))
+				}
+				if got.Outcome.Verdict != Valid {
+					t.Errorf("%s: verdict %s, want the real RCPT's valid to stand", r, got.Outcome.Verdict)
+				}
+			}
+			if _, known := p.catchAllCache.CatchAll(t.Context(), "example.com"); known {
+				t.Error("an inconclusive catch-all reply was remembered")
+			}
+			g.mu.Lock()
+			events := strings.Join(g.events, ",")
+			g.mu.Unlock()
+			if got := strings.Contains(events, ActionCoolDown.String()); got != tt.wantCoolDown {
+				t.Errorf("cool-down reported = %v, want %v (events %s)", got, tt.wantCoolDown, events)
+			}
+		})
+	}
+}
+
+// A 421 answered to RSET on a reused session is the server throttling us:
+// it is reported (the cool-down opens) and the same host is not redialled
+// at once.
+func TestRsetRefusalOnReusedSessionIsReported(t *testing.T) {
+	t.Parallel()
+	script := `
+< 220 mx.example.com ESMTP
+> EHLO *
+< 250 mx.example.com
+> MAIL FROM:<*>
+< 250 2.1.0 Ok
+> RCPT TO:<alice@a.example>
+< 250 2.1.5 Ok
+> RSET
+< 421 4.7.0 Try again later, closing connection.
+! close
+`
+	f := smtptest.StartScript(t, script)
+	g := newCountingGate()
+	p := poolProber(t, f.Port(), g, nil)
+	if got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "alice@a.example", false); got.Outcome.Verdict != Valid {
+		t.Fatalf("first probe %+v", got.Outcome)
+	}
+	got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "bob@b.example", false)
+	if got.Outcome.Reason != ReasonRateLimited || got.Outcome.Verdict != Unknown {
+		t.Errorf("second probe %+v, want unknown/rate_limited from the RSET reply", got.Outcome)
+	}
+	if n := f.Conns(); n != 1 {
+		t.Errorf("%d connections: a throttled host must not be redialled at once", n)
+	}
+	g.mu.Lock()
+	events := strings.Join(g.events, ",")
+	g.mu.Unlock()
+	if !strings.Contains(events, ActionCoolDown.String()) {
+		t.Errorf("no cool-down reported: %s", events)
+	}
+}
