@@ -3,6 +3,7 @@ package validator
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrProtocolDesync: the server sent a reply that cannot belong to the
@@ -25,4 +26,36 @@ func (c *client) checkSync(stage Stage) error {
 		return c.fail(stage, fmt.Errorf("%w: %d unsolicited octets %q", ErrProtocolDesync, n, line))
 	}
 	return nil
+}
+
+// quiet reports whether a parked session has stayed silent since it was
+// parked. Servers announce an idle timeout with an unsolicited "421 … timeout
+// exceeded" before closing; read as the reply to our next command it would
+// turn into a verdict for the wrong address, and checkSync cannot see it
+// while it is still in the socket rather than our buffer. A 1 ms peek
+// finds it; the session is then dropped, unread.
+func (c *client) quiet() error {
+	if c.botched != nil {
+		return c.botched
+	}
+	if err := c.checkSync(StageRset); err != nil {
+		return err
+	}
+	// A deadline already past fails the read before looking at the
+	// socket; a millisecond ahead lets data already there be seen.
+	if err := c.conn.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		return err
+	}
+	_, err := c.br.Peek(1)
+	if derr := c.conn.SetReadDeadline(time.Time{}); derr != nil {
+		return derr
+	}
+	switch {
+	case err == nil:
+		return c.checkSync(StageRset)
+	case isTimeout(err):
+		return nil // silent: what we want
+	default:
+		return c.fail(StageRset, err)
+	}
 }

@@ -430,7 +430,12 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 	key := poolKey{host: strings.ToLower(strings.TrimSuffix(h.Name, ".")), addr: a.String(), sender: p.cfg.MailFrom}
 	if p.pool != nil {
 		if s := p.pool.take(key); s != nil {
-			if s.adm != nil && !s.adm.Reusable() {
+			if err := s.c.quiet(); err != nil {
+				// It spoke while parked (idle timeout) or is gone: nothing
+				// about the next address, so a new session asks it.
+				p.log.Debug("probe: parked session not quiet", "host", h.Name, "addr", a, "err", err)
+				p.release(s)
+			} else if s.adm != nil && !s.adm.Reusable() {
 				p.release(s)
 			} else {
 				r, l, move, stale := p.converse(ctx, s, h, a, rcpt, utf8)

@@ -3,6 +3,7 @@ package validator
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -90,5 +91,40 @@ func TestRsetRefusalOnReusedSessionIsReported(t *testing.T) {
 	g.mu.Unlock()
 	if !strings.Contains(events, ActionCoolDown.String()) {
 		t.Errorf("no cool-down reported: %s", events)
+	}
+}
+
+// A parked session that announced its idle timeout ("421 … timeout
+// exceeded") is dropped unread; the next address is asked on a new
+// session, never answered by the stale 421.
+func TestParkedSessionThatSpokeIsDropped(t *testing.T) {
+	t.Parallel()
+	script := `
+< 220 mx.example.com ESMTP
+> EHLO *
+< 250 mx.example.com
+> MAIL FROM:<*>
+< 250 2.1.0 Ok
+> RCPT TO:<*>
+< 250 2.1.5 Ok
+! pause 30ms
+< 421 4.4.2 mx.example.com Error: timeout exceeded
+! hang
+`
+	f := smtptest.StartScript(t, script)
+	p := poolProber(t, f.Port(), nil, nil)
+	if got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "alice@a.example", false); got.Outcome.Verdict != Valid {
+		t.Fatalf("first probe %+v", got.Outcome)
+	}
+	// Let the unsolicited line (sent 30 ms after the 250) reach our
+	// socket while the session is parked; the peer's timing is what is
+	// under test, and the fake has no signal for "sent".
+	time.Sleep(300 * time.Millisecond)
+	got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "bob@a.example", false)
+	if got.Outcome.Verdict != Valid {
+		t.Fatalf("probe answered by the stale session: %+v", got.Outcome)
+	}
+	if f.Conns() < 2 {
+		t.Fatal("the parked session that spoke was reused")
 	}
 }

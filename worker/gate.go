@@ -115,13 +115,26 @@ func (a *admission) Report(o validator.Outcome) {
 // down.
 func (a *admission) Reusable() bool {
 	a.g.mu.Lock()
-	defer a.g.mu.Unlock()
 	until, ok := a.g.cooling[a.group]
 	if ok && !a.g.now().Before(until) {
 		delete(a.g.cooling, a.group)
-		return true
+		ok = false
 	}
-	return !ok
+	a.g.mu.Unlock()
+	if ok {
+		return false
+	}
+	// Each reuse renews the session lease, so a session handed from probe
+	// to probe never outlives it: each probe starts with a whole LeaseTTL,
+	// which outlasts one probe's bound. A lease already lost (expired,
+	// another session took the slot) ends the session instead.
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+	defer cancel()
+	if err := a.lease.Extend(ctx); err != nil {
+		a.g.log.Info("session lease could not be renewed; closing the session", "mx_host", a.host, "err", err)
+		return false
+	}
+	return true
 }
 
 // Done releases the session lease, once.
@@ -147,7 +160,10 @@ func denial(err error) (time.Duration, string, bool) {
 		return 0, "", false
 	}
 	in := d.RetryIn
-	if d.Reason != ratelimit.ReasonRate {
+	// Rate denials with a reservation already have distinct slots; those
+	// beyond the reservation horizon share one "come back then" and need
+	// the same spread as the rest.
+	if d.Reason != ratelimit.ReasonRate || d.Reservation == "" {
 		spread := min(in/10, time.Minute) + 100*time.Millisecond
 		in += time.Duration(rand.Int64N(int64(spread)))
 	}

@@ -59,3 +59,34 @@ func isDenied(err error, reason string) bool {
 	var d *ratelimit.DeniedError
 	return errors.As(err, &d) && d.Reason == reason
 }
+
+// A reused session renews its lease, so the per-MX session cap holds for
+// sessions handed from probe to probe longer than one LeaseTTL.
+func TestGateReuseRenewsLease(t *testing.T) {
+	t.Parallel()
+	cfg := ratelimit.DefaultConfig()
+	cfg.Prefix = redistest.Prefix(t)
+	cfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}
+	cfg.LeaseTTL = time.Second
+	l, err := ratelimit.New(redistest.Client(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := worker.NewGate(l, "test", slog.New(slog.DiscardHandler))
+	host := validator.MXHost{Name: "mx1.example.com"}
+	adm, err := g.Admit(t.Context(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Done()
+	// Expiry is the thing under test, so time must pass: 0.7 s, renew,
+	// 0.7 s — past the first lease's end, inside the renewed one.
+	time.Sleep(700 * time.Millisecond)
+	if !adm.Reusable() {
+		t.Fatal("not reusable")
+	}
+	time.Sleep(700 * time.Millisecond)
+	if _, err := g.Admit(t.Context(), host); !isDenied(err, ratelimit.ReasonSessions) {
+		t.Fatalf("second session admitted while the reused one holds a renewed lease: %v", err)
+	}
+}

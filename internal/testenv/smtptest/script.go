@@ -24,6 +24,7 @@ import (
 //	                             the client gives up and closes
 //	! endless 250-               send the prefix, then 'x' without end
 //	! slow 50ms 220 hi           send the line one byte per interval
+//	! pause 50ms                 send nothing for that long
 //	! repeat 10000 250-x         send the line that many times
 //	! reset, ! burst             see hostile.go
 //
@@ -155,6 +156,13 @@ func (f *Fake) play(c net.Conn) {
 		case strings.HasPrefix(step, "! endless "):
 			f.endless(c, step[len("! endless "):])
 			return
+		case strings.HasPrefix(step, "! pause "):
+			d, err := time.ParseDuration(step[len("! pause "):])
+			if err != nil {
+				f.t.Errorf("smtptest: bad pause step %q", step)
+				return
+			}
+			time.Sleep(d) // the peer's silence is what the script describes
 		case strings.HasPrefix(step, "! slow "):
 			if !f.slow(c, step[len("! slow "):]) {
 				return
