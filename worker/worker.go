@@ -304,7 +304,12 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	vres, verr := w.v.Validate(withReservation(ctx, id), p.Input)
+	vctx := withReservation(ctx, id)
+	if p.Transcript {
+		// Recorded only when asked: a line allocation saved per SMTP line.
+		vctx = validator.WithTranscript(vctx, true)
+	}
+	vres, verr := w.v.Validate(vctx, p.Input)
 	if verr != nil {
 		if delay, reason, ok := denial(verr); ok {
 			if w.pastDeadline(p) {
@@ -326,7 +331,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		return &TemporaryError{Reason: verr.Error()}
 	}
 	if !p.Transcript {
-		vres.Transcript = nil
+		vres.Transcript = nil // a validator configured to record every probe
 	}
 	res := withCheck(base, toCheck(vres), nil)
 
