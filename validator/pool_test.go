@@ -511,3 +511,48 @@ func TestNewProberPoolConfig(t *testing.T) {
 		}
 	}
 }
+
+// WithTranscript decides per probe, also on a pooled session that served a
+// probe with the other choice before: a request's transcript holds its own
+// lines only, and a probe that did not ask records nothing.
+func TestWithTranscriptPerProbeOnPooledSession(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		config  bool   // ProbeConfig.Transcript
+		ctx     []int  // per probe: -1 no context value, 0 WithTranscript false, 1 true
+		wantHas []bool // per probe: transcript recorded
+	}{
+		{name: "config off, asked on the second only", config: false, ctx: []int{-1, 1, -1}, wantHas: []bool{false, true, false}},
+		{name: "config on, refused on the second", config: true, ctx: []int{-1, 0, 1}, wantHas: []bool{true, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := smtptest.Start(t, smtptest.Options{})
+			p := poolProber(t, srv.Port(), nil, func(c *ProbeConfig) { c.Transcript = tt.config })
+			for i, mode := range tt.ctx {
+				ctx := t.Context()
+				if mode >= 0 {
+					ctx = WithTranscript(ctx, mode == 1)
+				}
+				rcpt := fmt.Sprintf("user%02d@example.com", i)
+				got := p.Probe(ctx, mxSet(srv.Addr().Addr()), rcpt, false)
+				if got.Stage != StageRcpt {
+					t.Fatalf("probe %d: stage %s err %v", i, got.Stage, got.Err)
+				}
+				if has := len(got.Transcript) > 0; has != tt.wantHas[i] {
+					t.Fatalf("probe %d: transcript %v, want recorded = %v", i, got.Transcript, tt.wantHas[i])
+				}
+				for _, l := range got.Transcript {
+					if strings.HasPrefix(l.Line, "RCPT") && !strings.Contains(l.Line, rcpt) {
+						t.Errorf("probe %d: transcript holds another probe's line %q", i, l.Line)
+					}
+				}
+			}
+			if srv.Conns() != 1 {
+				t.Errorf("connections = %d, want 1 (the probes must share the pooled session)", srv.Conns())
+			}
+		})
+	}
+}

@@ -55,7 +55,9 @@ type ProbeConfig struct {
 	// after the real one was accepted (§3). Skipped for providers whose
 	// profile says so.
 	CatchAllProbe bool
-	// Transcript records every line with a timestamp in ProbeResult.
+	// Transcript records every line with a timestamp in ProbeResult, for
+	// every probe; WithTranscript decides per call instead (the worker asks
+	// only when the request does, sparing an allocation per line).
 	Transcript bool
 	// MaxLineLength caps one reply line in octets; default 2,000, at least
 	// 512 (RFC 5321 §4.5.3.1.5).
@@ -86,6 +88,22 @@ type ProbeConfig struct {
 // A nil Gate admits everything.
 type Gate interface {
 	Admit(ctx context.Context, host MXHost) (Admission, error)
+}
+
+type transcriptKey struct{}
+
+// WithTranscript returns a context under which Probe (and Validate) record
+// the transcript if on, or not, whatever ProbeConfig.Transcript says.
+func WithTranscript(ctx context.Context, on bool) context.Context {
+	return context.WithValue(ctx, transcriptKey{}, on)
+}
+
+// wantTranscript is WithTranscript's choice for ctx, else the config's.
+func (p *Prober) wantTranscript(ctx context.Context) bool {
+	if on, ok := ctx.Value(transcriptKey{}).(bool); ok {
+		return on
+	}
+	return p.cfg.Transcript
 }
 
 // ProbeResult is the answer of one Probe.
@@ -344,8 +362,9 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 		transcript []TranscriptLine
 		tried      bool
 	)
+	record := p.wantTranscript(ctx)
 	finish := func(r ProbeResult) ProbeResult {
-		if p.cfg.Transcript {
+		if record {
 			r.Transcript = transcript
 		}
 		return r
@@ -485,7 +504,9 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn, stale bool) {
 	start := p.now()
 	c := s.c
-	c.transcript = nil
+	// A pooled session serves probes of different requests: each decides
+	// for itself whether its lines are recorded.
+	c.transcript, c.record = nil, p.wantTranscript(ctx)
 	// The whole-probe bound: whatever a command's deadline, ctx ending
 	// closes the connection and fails the pending read.
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })

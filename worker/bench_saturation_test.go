@@ -32,7 +32,7 @@ var (
 	saturationRate      = flag.Int("saturation.rate", 20, "BenchmarkRateLimitSaturation: the provider's sessions per second")
 	saturationBurst     = flag.Int("saturation.burst", 2, "BenchmarkRateLimitSaturation: the provider's burst")
 	saturationSessions  = flag.Int("saturation.sessions", 5, "BenchmarkRateLimitSaturation: concurrent sessions per MX host")
-	saturationScheduler = flag.Duration("saturation.scheduler", 0, "BenchmarkRateLimitSaturation: worker.Config.SchedulerInterval (0: asynq's default, 5 s, as `mxprobe worker` runs)")
+	saturationScheduler = flag.Duration("saturation.scheduler", time.Second, "BenchmarkRateLimitSaturation: worker.Config.SchedulerInterval (1 s: `mxprobe worker`'s default; 0: asynq's, 5 s)")
 )
 
 // BenchmarkRateLimitSaturation (issue 7c) queues -saturation.tasks

@@ -56,6 +56,17 @@ func NewGate(l Limiter, egress string, log *slog.Logger) *Gate {
 	return &Gate{limiter: l, egress: egress, log: log, now: time.Now, cooling: make(map[string]time.Time)}
 }
 
+// SlotWait is how close a reserved rate slot must be for the Gate to wait
+// for it in the handler instead of handing the task back to asynq. asynq
+// keeps retry times in whole seconds, rounded down, and moves due retries to
+// their queue every SchedulerInterval (1 s in `mxprobe worker`), so a
+// rescheduled task comes back up to about 2 s before or after its slot;
+// denial aims it a second early and the Gate waits the rest. The wait is
+// bounded: at most Rate × SlotWait tasks per provider hold a handler slot
+// while waiting, for at most SlotWait each (design.md's "never sleeps a
+// goroutine" is about the minutes-long waits, which are still rescheduled).
+const SlotWait = 2 * time.Second
+
 type reservationKey struct{}
 
 // withReservation lets the Gate reserve rate slots under the task id, which
@@ -68,7 +79,24 @@ func withReservation(ctx context.Context, id string) context.Context {
 // per new SMTP session.
 func (g *Gate) Admit(ctx context.Context, host validator.MXHost) (validator.Admission, error) {
 	res, _ := ctx.Value(reservationKey{}).(string)
-	lease, err := g.limiter.Acquire(ctx, ratelimit.Request{Egress: g.egress, MXHost: host.Name, Reservation: res})
+	req := ratelimit.Request{Egress: g.egress, MXHost: host.Name, Reservation: res}
+	lease, err := g.limiter.Acquire(ctx, req)
+	var d *ratelimit.DeniedError
+	if err != nil && errors.As(err, &d) && d.Reason == ratelimit.ReasonRate && d.Reservation != "" && d.RetryIn <= SlotWait {
+		// A reserved slot this close is redeemed at its instant, here:
+		// asynq could bring the task back only to the whole second (see
+		// SlotWait), and tasks redeeming late slots together would reach
+		// the provider in a clump faster than its rate (issue 7c).
+		t := time.NewTimer(d.RetryIn)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err // still a denial: the task is rescheduled
+		case <-t.C:
+		}
+		req.Reservation = d.Reservation
+		lease, err = g.limiter.Acquire(ctx, req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +188,12 @@ func denial(err error) (time.Duration, string, bool) {
 		return 0, "", false
 	}
 	in := d.RetryIn
+	if d.Reason == ratelimit.ReasonRate && d.Reservation != "" && in > SlotWait {
+		// Back a second early: asynq's whole-second rounding and its
+		// forwarder tick then land the task within SlotWait before its
+		// slot, never after, and the Gate redeems it on time.
+		in -= time.Second
+	}
 	// Rate denials with a reservation already have distinct slots; those
 	// beyond the reservation horizon share one "come back then" and need
 	// the same spread as the rest.

@@ -90,3 +90,66 @@ func TestGateReuseRenewsLease(t *testing.T) {
 		t.Fatalf("second session admitted while the reused one holds a renewed lease: %v", err)
 	}
 }
+
+// A reserved slot within SlotWait is waited for in the Gate and redeemed at
+// its instant, so tasks holding reservations reach the provider at the
+// configured rate, not in a clump; a farther slot is still a denial that
+// carries the reservation.
+func TestGateWaitsForNearReservedSlot(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		rate       int // per second, burst 1
+		admits     int
+		wantDenial bool
+	}{
+		{name: "slots 100 ms apart are waited for", rate: 10, admits: 4},
+		{name: "a slot 5 s away is a denial", rate: 1, admits: 2, wantDenial: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := ratelimit.DefaultConfig()
+			cfg.Prefix = redistest.Prefix(t)
+			cfg.Default = ratelimit.Limit{Rate: tt.rate, Per: time.Second, Burst: 1, Sessions: 100}
+			if tt.wantDenial {
+				cfg.Default = ratelimit.Limit{Rate: 1, Per: 5 * time.Second, Burst: 1, Sessions: 100}
+			}
+			l, err := ratelimit.New(redistest.Client(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := worker.NewGate(l, "test", slog.New(slog.DiscardHandler))
+			host := validator.MXHost{Name: "mx1.example.com"}
+			start := time.Now()
+			var last error
+			for range tt.admits {
+				adm, err := g.Admit(t.Context(), host)
+				last = err
+				if err != nil {
+					break
+				}
+				adm.Done()
+			}
+			if tt.wantDenial {
+				var d *ratelimit.DeniedError
+				if !errors.As(last, &d) || d.Reason != ratelimit.ReasonRate || d.Reservation == "" {
+					t.Fatalf("second Admit: %v, want a rate denial with a reservation", last)
+				}
+				if took := time.Since(start); took >= worker.SlotWait {
+					t.Errorf("denial took %s: the Gate must not wait for a slot beyond SlotWait", took)
+				}
+				return
+			}
+			if last != nil {
+				t.Fatalf("Admit: %v, want every slot within SlotWait waited for and redeemed", last)
+			}
+			// Burst 1: the first at once, each next one a full interval
+			// later (never sooner: that would exceed the rate).
+			want := time.Duration(tt.admits-1) * time.Second / time.Duration(tt.rate)
+			if took := time.Since(start); took < want-10*time.Millisecond {
+				t.Errorf("%d admissions took %s, want at least %s", tt.admits, took, want)
+			}
+		})
+	}
+}

@@ -138,8 +138,9 @@ return 0
 
 // settle caches a final result for the TTL of its verdict and, when leader
 // is not empty, releases leader's lead on addr, waking the requests that
-// wait on it.
-func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.Result) error {
+// wait on it. encoded, if not nil, is json.Marshal(r): reused when r holds
+// nothing of its requester's, to spare a second encoding per validation.
+func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.Result, encoded []byte) error {
 	ttl := s.ttlFor(r)
 	if ttl < time.Millisecond {
 		ttl = 0
@@ -147,10 +148,15 @@ func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.R
 	if ttl == 0 && leader == "" {
 		return nil
 	}
-	r.Metadata, r.RequestID, r.Transcript = nil, "", nil // another requester's data stays theirs
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
+	b := encoded
+	if b == nil || len(r.Metadata) > 0 || r.RequestID != "" || len(r.Transcript) > 0 {
+		// Another requester's data stays theirs. (All three are omitempty,
+		// so without them the encoding is the same.)
+		r.Metadata, r.RequestID, r.Transcript = nil, "", nil
+		var err error
+		if b, err = json.Marshal(r); err != nil {
+			return err
+		}
 	}
 	return settleScript.Run(ctx, s.rdb, []string{s.resultKey(addr), s.leadKey(addr)}, b, ttl.Milliseconds(), leader).Err()
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -662,5 +663,33 @@ func TestHangingServerEndsAtDeadline(t *testing.T) {
 	}
 	if cb := b.receiver.next(t); cb.TaskID != id || cb.Reason != "timeout" {
 		t.Errorf("callback %+v", cb)
+	}
+}
+
+// The worker records a transcript only for a request that asks for one
+// (validator.WithTranscript per call; `mxprobe worker` no longer records
+// every probe), also when both requests share one pooled SMTP session.
+func TestTranscriptOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	tests := []struct {
+		name, addr string
+		opts       []tasks.Option
+		want       bool
+	}{
+		{name: "asked", addr: "tina@example.test", opts: []tasks.Option{tasks.WithTranscript()}, want: true},
+		{name: "not asked", addr: "tom@example.test", want: false},
+		{name: "asked again", addr: "tess@example.test", opts: []tasks.Option{tasks.WithTranscript()}, want: true},
+	}
+	for _, tt := range tests {
+		r := b.wait(t, b.enqueue(t, tt.addr, tt.opts...)).Result
+		if got := len(r.Transcript) > 0; got != tt.want {
+			t.Errorf("%s: transcript %v, want recorded = %v", tt.name, r.Transcript, tt.want)
+		}
+		for _, l := range r.Transcript {
+			if strings.HasPrefix(l.Line, "RCPT") && !strings.Contains(l.Line, tt.addr) {
+				t.Errorf("%s: transcript holds another request's line %q", tt.name, l.Line)
+			}
+		}
 	}
 }

@@ -210,9 +210,8 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	vcfg.Gate = worker.NewGate(limiter, egress, log)
 	vcfg.ProviderFunc = limiter.Group
 	vcfg.Logger = log
-	// The worker strips transcripts nobody asked for; recording them costs
-	// little next to the network round trips.
-	vcfg.Probe.Transcript = true
+	// Transcripts are recorded only for requests that ask
+	// (tasks.WithTranscript): the worker passes validator.WithTranscript.
 	v, err := validator.New(vcfg)
 	if err != nil {
 		return nil, usageError{err.Error()}

@@ -1,0 +1,63 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
+	"github.com/mxprobe/mxprobe/tasks"
+)
+
+// settle reuses the caller's encoding of the result only when that encoding
+// holds nothing of the requester's: the cached entry never carries another
+// request's metadata, request id or transcript.
+func TestSettleReusesEncodingOnlyWithoutRequesterData(t *testing.T) {
+	t.Parallel()
+	base := tasks.Result{TaskID: "t1", Final: true, Attempts: 1,
+		Check: tasks.Check{Input: "a@example.test", Address: "a@example.test", Verdict: tasks.VerdictValid,
+			Reason: "mailbox_exists", CheckedAt: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC), Duration: "1ms"}}
+	tests := []struct {
+		name      string
+		res       func(tasks.Result) tasks.Result
+		wantReuse bool
+	}{
+		{name: "plain result: encoding reused", res: func(r tasks.Result) tasks.Result { return r }, wantReuse: true},
+		{name: "metadata stripped", res: func(r tasks.Result) tasks.Result { r.Metadata = json.RawMessage(`{"u":1}`); return r }},
+		{name: "request id stripped", res: func(r tasks.Result) tasks.Result { r.RequestID = "req-9"; return r }},
+		{name: "transcript stripped", res: func(r tasks.Result) tasks.Result {
+			r.Transcript = []tasks.TranscriptLine{{Dir: ">", Line: "QUIT"}}
+			return r
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := &resultStore{rdb: redistest.Client(t), prefix: redistest.Prefix(t), ttl: DefaultCacheTTL}
+			r := tt.res(base)
+			encoded, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := s.settle(ctx, r.Address, "", r, encoded); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := s.rdb.Get(ctx, s.resultKey(r.Address)).Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(raw) == string(encoded); got != tt.wantReuse {
+				t.Errorf("cached %s; encoding reused = %v, want %v", raw, got, tt.wantReuse)
+			}
+			var cached tasks.Result
+			if err := json.Unmarshal(raw, &cached); err != nil {
+				t.Fatal(err)
+			}
+			if cached.Metadata != nil || cached.RequestID != "" || cached.Transcript != nil || cached.Verdict != tasks.VerdictValid {
+				t.Errorf("cached %s: want the valid verdict without the requester's data", raw)
+			}
+		})
+	}
+}
