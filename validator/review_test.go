@@ -107,7 +107,7 @@ func TestParkedSessionThatSpokeIsDropped(t *testing.T) {
 < 250 2.1.0 Ok
 > RCPT TO:<*>
 < 250 2.1.5 Ok
-! pause 30ms
+! pause 200ms
 < 421 4.4.2 mx.example.com Error: timeout exceeded
 ! hang
 `
@@ -116,10 +116,10 @@ func TestParkedSessionThatSpokeIsDropped(t *testing.T) {
 	if got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "alice@a.example", false); got.Outcome.Verdict != Valid {
 		t.Fatalf("first probe %+v", got.Outcome)
 	}
-	// Let the unsolicited line (sent 30 ms after the 250) reach our
+	// Let the unsolicited line (sent 200 ms after the 250) reach our
 	// socket while the session is parked; the peer's timing is what is
 	// under test, and the fake has no signal for "sent".
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "bob@a.example", false)
 	if got.Outcome.Verdict != Valid {
 		t.Fatalf("probe answered by the stale session: %+v", got.Outcome)

@@ -67,7 +67,7 @@ func TestGateReuseRenewsLease(t *testing.T) {
 	cfg := ratelimit.DefaultConfig()
 	cfg.Prefix = redistest.Prefix(t)
 	cfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}
-	cfg.LeaseTTL = time.Second
+	cfg.LeaseTTL = 2 * time.Second
 	l, err := ratelimit.New(redistest.Client(t), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -79,13 +79,13 @@ func TestGateReuseRenewsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Done()
-	// Expiry is the thing under test, so time must pass: 0.7 s, renew,
-	// 0.7 s — past the first lease's end, inside the renewed one.
-	time.Sleep(700 * time.Millisecond)
+	// Expiry is the thing under test, so time must pass: 1.2 s, renew,
+	// 1.2 s — past the first lease's end, inside the renewed one.
+	time.Sleep(1200 * time.Millisecond)
 	if !adm.Reusable() {
 		t.Fatal("not reusable")
 	}
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	if _, err := g.Admit(t.Context(), host); !isDenied(err, ratelimit.ReasonSessions) {
 		t.Fatalf("second session admitted while the reused one holds a renewed lease: %v", err)
 	}
