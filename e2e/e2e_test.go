@@ -190,10 +190,10 @@ func TestEndToEnd(t *testing.T) {
 	})
 	t.Logf("lab up in %s: Postfix %s, postgrey %s, DNS %s, SMTP port %d", time.Since(start).Round(time.Millisecond), pf.ConfDir, grey.Addr, dns.Addr(), port)
 
-	redisURL := redistest.URL(t)
-	// A database of its own on the package's server: asynq's queues and
-	// the limiter's keys have fixed names, so the suite must not share one.
-	redisURL = strings.TrimSuffix(redisURL, "/0") + "/9"
+	// A Redis server of its own for each run: asynq's queues, the limiter's
+	// keys and the result cache have fixed names, and a second run (-count=2)
+	// must not be answered from the first one's cache.
+	redisURL := redistest.StartServer(t).URL()
 
 	cb := newReceiver(t)
 
