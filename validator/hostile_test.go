@@ -109,23 +109,7 @@ func TestProbeHostilePeers(t *testing.T) {
 			if took := time.Since(start); took > bound+2*time.Second {
 				t.Errorf("took %v, beyond the bound %v", took, bound)
 			}
-			switch tt.wantErr {
-			case errTimeout:
-				if !isTimeout(got.Err) {
-					t.Errorf("err = %v, want a timeout", got.Err)
-				}
-			case errAnyIO:
-				if got.Err == nil {
-					t.Errorf("err = nil, want an I/O error")
-				}
-			default:
-				if !errors.Is(got.Err, tt.wantErr) {
-					t.Errorf("err = %v, want %v", got.Err, tt.wantErr)
-				}
-			}
-			if got.Outcome.Verdict != Unknown || got.Outcome.Reason != tt.wantReason || !got.Outcome.Retryable || got.Stage != tt.wantStage {
-				t.Errorf("outcome %+v at %s, want unknown/%s retryable at %s", got.Outcome, got.Stage, tt.wantReason, tt.wantStage)
-			}
+			checkHostile(t, got, tt.wantErr, tt.wantReason, tt.wantStage)
 			if fake.Conns() != 1 {
 				t.Errorf("%d connections, want 1", fake.Conns())
 			}

@@ -426,23 +426,7 @@ func TestProbeHostile(t *testing.T) {
 			if bound := max(tt.cmdTimeout, tt.ctxTimeout) + 2*time.Second; tt.ctxTimeout != 0 && took > tt.ctxTimeout+2*time.Second || took > bound && tt.cmdTimeout < time.Minute {
 				t.Errorf("took %v, beyond the bound", took)
 			}
-			switch tt.wantErr {
-			case errTimeout:
-				if !isTimeout(got.Err) {
-					t.Errorf("err = %v, want a timeout", got.Err)
-				}
-			case errAnyIO:
-				if got.Err == nil {
-					t.Errorf("err = nil, want an I/O error")
-				}
-			default:
-				if !errors.Is(got.Err, tt.wantErr) {
-					t.Errorf("err = %v, want %v", got.Err, tt.wantErr)
-				}
-			}
-			if got.Outcome.Verdict != Unknown || got.Outcome.Reason != tt.wantReason || !got.Outcome.Retryable || got.Stage != tt.wantStage {
-				t.Errorf("outcome %+v at %s, want unknown/%s retryable at %s", got.Outcome, got.Stage, tt.wantReason, tt.wantStage)
-			}
+			checkHostile(t, got, tt.wantErr, tt.wantReason, tt.wantStage)
 			var pe *ProbeError
 			if !errors.As(got.Err, &pe) || pe.Host != "mx1.example.com" {
 				t.Errorf("err %v is not a *ProbeError naming the host", got.Err)
@@ -804,5 +788,28 @@ func TestProbeDebugWriter(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("debug output lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+// checkHostile asserts what every hostile peer must lead to: the expected
+// error kind, and an unknown, retryable outcome at the expected stage.
+func checkHostile(t *testing.T, got ProbeResult, wantErr error, wantReason Reason, wantStage Stage) {
+	t.Helper()
+	switch wantErr {
+	case errTimeout:
+		if !isTimeout(got.Err) {
+			t.Errorf("err = %v, want a timeout", got.Err)
+		}
+	case errAnyIO:
+		if got.Err == nil {
+			t.Errorf("err = nil, want an I/O error")
+		}
+	default:
+		if !errors.Is(got.Err, wantErr) {
+			t.Errorf("err = %v, want %v", got.Err, wantErr)
+		}
+	}
+	if got.Outcome.Verdict != Unknown || got.Outcome.Reason != wantReason || !got.Outcome.Retryable || got.Stage != wantStage {
+		t.Errorf("outcome %+v at %s, want unknown/%s retryable at %s", got.Outcome, got.Stage, wantReason, wantStage)
 	}
 }
