@@ -76,7 +76,8 @@
 // Each live SMTP session to an MX host is a member of a ZSET scored by its
 // expiry (Config.LeaseTTL, default 2 min). Expired members are pruned by the
 // next Acquire, so a worker that crashed mid-session frees its place after
-// the TTL; Extend renews a long session.
+// the TTL; Extend renews a long session, and ExtendIfDue renews it only when a
+// quarter of the TTL has passed, for callers that check before every use.
 //
 // # Cool-downs
 //

@@ -260,6 +260,53 @@ func TestLeaseExtend(t *testing.T) {
 	acquire(t, l, req)
 }
 
+// TestLeaseExtendIfDue: a lease used again soon after it was granted is
+// not renewed (no command reaches Redis); one past a quarter of its TTL is,
+// and one past its expiry reports ErrLeaseLost.
+func TestLeaseExtendIfDue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ratelimit.Config{Default: ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}, LeaseTTL: time.Minute})
+	counter := &cmdCounter{}
+	rdb := redistest.Client(t)
+	rdb.AddHook(counter)
+	l, err := ratelimit.New(rdb, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	req := ratelimit.Request{Egress: "192.0.2.1", MXHost: "mx.example.com"}
+	le := acquire(t, l, req)
+	orig := le.Expires
+
+	ratelimit.Advance(l, 10*time.Second) // under a quarter of the TTL
+	before := counter.n.Load()
+	went, err := le.ExtendIfDue(ctx)
+	if err != nil || went {
+		t.Fatalf("ExtendIfDue at 10s of 60s = %v, %v; want false, nil", went, err)
+	}
+	if n := counter.n.Load() - before; n != 0 || !le.Expires.Equal(orig) {
+		t.Fatalf("ExtendIfDue not due sent %d commands and moved expiry by %s; want none", n, le.Expires.Sub(orig))
+	}
+
+	ratelimit.Advance(l, 6*time.Second) // 16 s: past a quarter
+	went, err = le.ExtendIfDue(ctx)
+	if err != nil || !went {
+		t.Fatalf("ExtendIfDue at 16s of 60s = %v, %v; want true, nil", went, err)
+	}
+	if got := le.Expires.Sub(orig); got < 15*time.Second || got > 17*time.Second {
+		t.Fatalf("ExtendIfDue moved expiry by %s; want ≈16s", got)
+	}
+	// Just extended: not due again until another quarter has passed.
+	if went, _ := le.ExtendIfDue(ctx); went {
+		t.Fatal("ExtendIfDue right after an extension went to Redis")
+	}
+
+	ratelimit.Advance(l, 61*time.Second) // past the extended expiry
+	if _, err := le.ExtendIfDue(ctx); !errors.Is(err, ratelimit.ErrLeaseLost) {
+		t.Fatalf("ExtendIfDue after expiry = %v; want ErrLeaseLost", err)
+	}
+}
+
 // TestLeaseHolderProcess is the child of TestKilledHolderLeaseExpires: it
 // takes a lease, says so, and waits to be killed.
 func TestLeaseHolderProcess(t *testing.T) {

@@ -1,10 +1,14 @@
 package worker_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/ratelimit"
@@ -20,7 +24,10 @@ func TestGateAdmission(t *testing.T) {
 	cfg := ratelimit.DefaultConfig()
 	cfg.Prefix = redistest.Prefix(t)
 	cfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}
-	l, err := ratelimit.New(redistest.Client(t), cfg)
+	rdb := redistest.Client(t)
+	var sent atomic.Int64
+	rdb.AddHook(countingHook{&sent})
+	l, err := ratelimit.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +43,12 @@ func TestGateAdmission(t *testing.T) {
 		t.Fatalf("second Admit while the lease is held: %v, want a sessions denial", err)
 	}
 	adm.Report(validator.Outcome{Verdict: validator.Valid})
+	before := sent.Load()
 	if !adm.Reusable() {
 		t.Error("not reusable without a cool-down")
+	}
+	if n := sent.Load() - before; n != 0 {
+		t.Errorf("reuse of a fresh lease sent %d Redis commands; want none (renewal waits for a quarter of the lease TTL)", n)
 	}
 	adm.Done()
 	adm.Done() // the pool guarantees once; a second call must still be harmless
@@ -55,13 +66,31 @@ func TestGateAdmission(t *testing.T) {
 	}
 }
 
+// countingHook counts the commands a go-redis client sends.
+type countingHook struct{ n *atomic.Int64 }
+
+func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
 func isDenied(err error, reason string) bool {
 	var d *ratelimit.DeniedError
 	return errors.As(err, &d) && d.Reason == reason
 }
 
-// A reused session renews its lease, so the per-MX session cap holds for
-// sessions handed from probe to probe longer than one LeaseTTL.
+// A reused session renews its lease once a quarter of the TTL has passed,
+// so the per-MX session cap holds for sessions handed from probe to probe
+// longer than one LeaseTTL.
 func TestGateReuseRenewsLease(t *testing.T) {
 	t.Parallel()
 	cfg := ratelimit.DefaultConfig()

@@ -3,8 +3,11 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/tasks"
@@ -41,7 +44,7 @@ func TestSettleReusesEncodingOnlyWithoutRequesterData(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			if err := s.settle(ctx, r.Address, "", r, encoded); err != nil {
+			if err := s.settle(ctx, r.Address, "", r, encoded, taskResult{}); err != nil {
 				t.Fatal(err)
 			}
 			raw, err := s.rdb.Get(ctx, s.resultKey(r.Address)).Bytes()
@@ -59,5 +62,51 @@ func TestSettleReusesEncodingOnlyWithoutRequesterData(t *testing.T) {
 				t.Errorf("cached %s: want the valid verdict without the requester's data", raw)
 			}
 		})
+	}
+}
+
+// settle writes the task's asynq result in the same round trip as the cache
+// and the lead, to the key asynq keeps it in: read back through asynq's own
+// Inspector, so a change of asynq's key layout fails here. It also works on
+// a server that has not loaded the script yet (NOSCRIPT inside a pipeline).
+func TestSettleWritesTheAsynqResult(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(rdb)
+	info, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeValidate, []byte(`{}`)), asynq.Queue("bulk"), asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &resultStore{rdb: rdb, prefix: redistest.Prefix(t), ttl: DefaultCacheTTL}
+	for i, flush := range []bool{true, false} {
+		if flush {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		addr := fmt.Sprintf("a%d@example.test", i)
+		r := tasks.Result{TaskID: info.ID, Final: true, Attempts: 1, Check: tasks.Check{Address: addr, Verdict: tasks.VerdictInvalid, Reason: "mailbox_not_found"}}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, leader, _, err := s.lookup(ctx, addr, info.ID); err != nil || leader != info.ID {
+			t.Fatalf("lookup: leader %q, %v", leader, err)
+		}
+		if err := s.settle(ctx, addr, info.ID, r, b, taskResult{key: asynqTaskKey("bulk", info.ID), data: b}); err != nil {
+			t.Fatalf("settle (script flushed %v): %v", flush, err)
+		}
+		ti, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("bulk", info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ti.Result) != string(b) {
+			t.Errorf("asynq sees result %q; want %q", ti.Result, b)
+		}
+		if hit, leader, _, err := s.lookup(ctx, addr, "other"); err != nil || hit == nil || hit.Verdict != tasks.VerdictInvalid || leader != "" {
+			t.Errorf("after settle (script flushed %v): hit %v, leader %q, %v; want the cached verdict", flush, hit, leader, err)
+		}
 	}
 }

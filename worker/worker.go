@@ -379,10 +379,17 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return &TemporaryError{Reason: "encoding result: " + err.Error()}
 	}
-	if err := w.store.settle(ctx, p.Address, leadHolder, res, b); err != nil {
-		log.Warn("result cache write or lead release failed", "err", err)
+	// The task's asynq result goes in the same round trip.
+	var task taskResult
+	if t.ResultWriter() != nil {
+		queue, _ := asynq.GetQueueName(ctx)
+		task = taskResult{key: asynqTaskKey(queue, id), data: b}
 	}
-	return w.finishEncoded(ctx, t, p, res, b)
+	if err := w.store.settle(ctx, p.Address, leadHolder, res, b, task); err != nil {
+		log.Warn("result cache write or lead release failed", "err", err)
+		task = taskResult{} // write the task's result again, through asynq
+	}
+	return w.finishEncoded(ctx, t, p, res, b, task.key != "")
 }
 
 // attemptBound is how long one validation attempt may take: a margin below
@@ -442,13 +449,16 @@ func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayl
 	if err != nil {
 		return fmt.Errorf("encoding result: %w", err)
 	}
-	return w.finishEncoded(ctx, t, p, res, b)
+	return w.finishEncoded(ctx, t, p, res, b, false)
 }
 
 // finishEncoded is finish with res already encoded as b (json.Marshal(res)).
-func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, res tasks.Result, b []byte) error {
-	if err := w.writeEncoded(t, b); err != nil {
-		return fmt.Errorf("storing result: %w", err)
+// stored says settle has already written b as the task's result.
+func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, res tasks.Result, b []byte, stored bool) error {
+	if !stored {
+		if err := w.writeEncoded(t, b); err != nil {
+			return fmt.Errorf("storing result: %w", err)
+		}
 	}
 	w.notify(ctx, res)
 	if p.CallbackURL == "" {
