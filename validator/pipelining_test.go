@@ -64,7 +64,7 @@ func TestPipelining(t *testing.T) {
 				< 221 2.0.0 Bye`,
 			rcpts:      []string{"alice@a.example", "bob@a.example", "carol@b.example"},
 			wantVerd:   []Verdict{Valid, Valid, Invalid},
-			wantRTTs:   6, // connect, EHLO, MAIL+RCPT, RCPT, RSET+MAIL+RCPT, QUIT
+			wantRTTs:   5, // connect, EHLO, MAIL+RCPT, RCPT, RSET+MAIL+RCPT; QUIT awaits no reply
 			closeAfter: true,
 		},
 		{
@@ -101,7 +101,7 @@ func TestPipelining(t *testing.T) {
 				< 221 2.0.0 Bye`,
 			rcpts:    []string{"alice@example.com"},
 			wantVerd: []Verdict{Valid},
-			wantRTTs: 5, // connect, EHLO, MAIL, RCPT, QUIT
+			wantRTTs: 4, // connect, EHLO, MAIL, RCPT (QUIT awaits no reply)
 		},
 	}
 	for _, tt := range tests {

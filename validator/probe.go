@@ -737,6 +737,14 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			keep = reply.Code != 421 && res.Outcome.Action != ActionCoolDown && res.Outcome.Action != ActionNewSession
 			if reply.Code/100 != 2 {
 				s.rejects++
+				if wantCatchAll && !known && res.Outcome.Verdict == Invalid && res.Outcome.Reason == ReasonMailboxNotFound {
+					// "No such mailbox" for a real candidate proves the
+					// domain does not accept everything: remembered, it
+					// spares the domain's next accepted address the random
+					// RCPT, a certain refusal that counts toward harvest
+					// limits (smtp-probing.md §3).
+					p.catchAllCache.SetCatchAll(ctx, domain, false)
+				}
 				return res, false, keep, false
 			}
 			switch {

@@ -2,6 +2,7 @@ package validator
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,5 +127,59 @@ func TestParkedSessionThatSpokeIsDropped(t *testing.T) {
 	}
 	if f.Conns() < 2 {
 		t.Fatal("the parked session that spoke was reused")
+	}
+}
+
+// A "no such mailbox" for a real candidate proves the domain is not a
+// catch-all: the domain's next accepted address is answered without the
+// random RCPT (a certain refusal that counts toward harvest limits). Other
+// refusals prove nothing and the random RCPT is still sent.
+func TestMailboxNotFoundProvesNotCatchAll(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		refusal    *smtp.SMTPError
+		wantRandom bool // the random catch-all RCPT is sent for the accepted address
+	}{
+		{"550 5.1.1 user unknown", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table"}, false},
+		{"550 5.7.1 policy refusal", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Recipient address rejected: Access denied"}, true},
+		{"552 too many recipients", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 5, 3}, Message: "Too many recipients"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var seen []string
+			srv := smtptest.Start(t, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+				mu.Lock()
+				seen = append(seen, to)
+				mu.Unlock()
+				switch {
+				case strings.HasPrefix(to, "user"):
+					return nil
+				case strings.HasPrefix(to, "nobody"):
+					return tt.refusal
+				}
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+			}})
+			p := newTestProber(t, srv.Port(), nil, nil)
+			mx := mxSet(srv.Addr().Addr())
+			if got := p.Probe(t.Context(), mx, "nobody@example.com", false); got.Outcome.Verdict == Valid {
+				t.Fatalf("nobody: %+v", got.Outcome)
+			}
+			got := p.Probe(t.Context(), mx, "user00@example.com", false)
+			if got.Outcome.Verdict != Valid {
+				t.Fatalf("user00: %+v, want valid", got.Outcome)
+			}
+			mu.Lock()
+			random := len(seen) - 2
+			mu.Unlock()
+			if (random > 0) != tt.wantRandom {
+				t.Errorf("RCPTs seen %q: random catch-all RCPT sent = %v, want %v", seen, random > 0, tt.wantRandom)
+			}
+			if !tt.wantRandom && (got.CatchAll == nil || *got.CatchAll) {
+				t.Errorf("CatchAll = %s, want false (remembered from the user-unknown refusal)", fmtPtr(got.CatchAll))
+			}
+		})
 	}
 }

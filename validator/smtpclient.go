@@ -424,9 +424,14 @@ func (c *client) startTLS(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
-// quit ends a healthy session politely; a botched one is just closed. The
-// reply is read with a short deadline and ignored: the verdict is known.
-// A session whose QUIT already went out in a pipelined group is left alone.
+// quit ends a healthy session politely, QUIT then close, without waiting
+// for the 221: the verdict is known, and nothing in the reply would change
+// what we do. Postfix's own SMTP client does the same by default
+// (smtp_skip_quit_response = yes), so a server sees what it sees from most
+// mail relays. Waiting would cost one more round trip per session, and on a
+// session ended by its last allowed RCPT it would hold that address's answer
+// back by it (issue 7a). A botched session is just closed; one whose QUIT
+// already went out in a pipelined group is left alone.
 func (c *client) quit() {
 	if c.botched != nil || c.quitSent {
 		return
@@ -435,7 +440,11 @@ func (c *client) quit() {
 	if c.timeout > 5*time.Second {
 		c.timeout = 5 * time.Second
 	}
-	c.cmd(StageQuit, "QUIT")
+	if c.send(StageQuit, "QUIT") != nil {
+		return
+	}
+	c.flush(StageQuit)
+	c.flushed = false // no reply is awaited: not a round trip
 }
 
 func (c *client) close() error { return c.conn.Close() }

@@ -60,8 +60,11 @@ func StartScript(t testing.TB, script string, at ...netip.AddrPort) *Fake {
 		f.ln.Close()
 		f.mu.Lock()
 		for c := range f.open {
-			// Unblock a play stuck on a client that never closes.
-			c.SetDeadline(time.Now())
+			// Unblock a play stuck on a client that never closes, after a
+			// grace: a client that QUITs without awaiting the 221 may be
+			// done before the play has read its last line (a deadline in
+			// the past fails even a read of data already received).
+			c.SetDeadline(time.Now().Add(time.Second))
 		}
 		f.mu.Unlock()
 		f.wg.Wait()
