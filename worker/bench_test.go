@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sort"
@@ -38,6 +39,7 @@ var (
 	throughputTasks       = flag.Int("throughput.tasks", 2000, "BenchmarkThroughput: tasks per run")
 	throughputConcurrency = flag.Int("throughput.concurrency", 64, "BenchmarkThroughput: asynq concurrency of every variant (64 is worker.Config's default)")
 	throughputVariants    = flag.String("throughput.variants", "", "BenchmarkThroughput: comma-separated variants to run (default all; 'cached' needs 'mxprobe'), e.g. 'mxprobe' for a -cpuprofile of the worker alone")
+	throughputNoConnCheck = flag.Bool("throughput.noconncheck", false, "BenchmarkThroughput: hide the socket from go-redis so it skips its per-command connection health check (a measurement of that check's cost, not how mxprobe runs; docs/benchmarks.md)")
 	throughputPerDomain   = flag.Int("throughput.perdomain", 10, "BenchmarkThroughput: addresses per recipient domain (each domain has its own MX host name), so the session pool can serve them on one session")
 )
 
@@ -222,6 +224,18 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 	e.redis = redistest.StartServer(b)
 	e.admin = e.redis.Client(b)
 	e.rdb = e.redis.Client(b)
+	if *throughputNoConnCheck {
+		// go-redis peeks at every pooled connection (a recvfrom syscall)
+		// before each command unless the conn hides its syscall.Conn.
+		e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return struct{ net.Conn }{c}, nil
+		}})
+		b.Cleanup(func() { e.rdb.Close() })
+	}
 	e.rdb.AddHook(e.hook)
 	// The sink accepts the benchmark's mailboxes and refuses every other
 	// local part, so the catch-all probe (on by default in `mxprobe
