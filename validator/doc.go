@@ -26,9 +26,11 @@
 //     emersion/go-smtp's): for each MX host in order, the Gate admits the
 //     session (nil: always), then connect, banner, EHLO (HELO fallback),
 //     STARTTLS when offered (opportunistic unless TLSVerify), MAIL FROM,
-//     RCPT TO, the catch-all RCPT, QUIT. Never DATA. The next MX host is
-//     tried only when a host gave no answer about the mailbox — never after
-//     any RCPT reply.
+//     RCPT TO, the catch-all RCPT (skipped when the domain's status is
+//     remembered, including from an earlier "no such user" refusal), QUIT
+//     (its 221 is not awaited, as Postfix's client does by default). Never
+//     DATA. The next MX host is tried only when a host gave no answer about
+//     the mailbox — never after any RCPT reply.
 //
 //     Sessions are reused (pool.go): after a probe the session is parked, and
 //     the next address for the same MX host takes it — in the same MAIL
