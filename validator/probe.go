@@ -504,6 +504,19 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn, stale bool) {
 	start := p.now()
 	c := s.c
+	defer func() {
+		if r := recover(); r != nil {
+			// A panic here is our bug, not the peer's doing: the session
+			// must not outlive it holding its lease (the worker turns the
+			// panic into a retry; the lease would otherwise block a session
+			// slot until its TTL). Close, give the lease back, re-panic.
+			c.conn.Close()
+			if s.adm != nil {
+				s.adm.Done()
+			}
+			panic(r)
+		}
+	}()
 	// A pooled session serves probes of different requests: each decides
 	// for itself whether its lines are recorded.
 	c.transcript, c.record = nil, p.wantTranscript(ctx)

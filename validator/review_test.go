@@ -1,6 +1,7 @@
 package validator
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -181,5 +182,44 @@ func TestMailboxNotFoundProvesNotCatchAll(t *testing.T) {
 				t.Errorf("CatchAll = %s, want false (remembered from the user-unknown refusal)", fmtPtr(got.CatchAll))
 			}
 		})
+	}
+}
+
+// panickyGate admits through a countingGate, but its admissions panic at
+// Report: a stand-in for a bug anywhere in the conversation.
+type panickyGate struct{ *countingGate }
+
+func (g panickyGate) Admit(ctx context.Context, h MXHost) (Admission, error) {
+	a, err := g.countingGate.Admit(ctx, h)
+	return panickyAdmission{a}, err
+}
+
+type panickyAdmission struct{ Admission }
+
+func (panickyAdmission) Report(Outcome) { panic("bug in the conversation") }
+
+// A panic in the middle of a conversation closes the connection and gives
+// the session's lease back at once, then reaches the caller (the worker
+// turns it into a retry): no session slot is held until the lease's TTL,
+// and no half-used session is parked.
+func TestPanicMidConversationReleasesTheSession(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.Start(t, smtptest.Options{})
+	g := newCountingGate()
+	p := newTestProber(t, srv.Port(), panickyGate{g}, nil)
+	func() {
+		defer func() {
+			if r := recover(); r != "bug in the conversation" {
+				t.Errorf("recovered %v; want the panic to reach the caller", r)
+			}
+		}()
+		p.Probe(t.Context(), mxSet(srv.Addr().Addr()), "alice@example.com", false)
+	}()
+	g.waitDone(t, 1)
+	if admitted, done := g.counts(); admitted != 1 || done != 1 {
+		t.Errorf("admitted %d, done %d; want the one session's lease given back", admitted, done)
+	}
+	if n := p.pool.parked(); n != 0 {
+		t.Errorf("%d sessions parked after a panic; want none", n)
 	}
 }
