@@ -10,23 +10,17 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/api"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/web"
-	"github.com/mxprobe/mxprobe/worker"
 )
 
 const serveSynopsis = "mxprobe serve [flags]   (API + web page + worker; embedded Redis when no --redis-url)"
@@ -129,13 +123,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	defer rdb.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	lcfg, err := f.worker.limiterConfig()
 	if err != nil {
 		return exitUsage, err
 	}
-	metrics, err := api.NewMetrics(reg, slices.Collect(maps.Keys(lcfg.Providers)))
+	reg, metrics, err := newMetrics(lcfg)
 	if err != nil {
 		return exitFailure, err
 	}
@@ -146,12 +138,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			f.worker.callbackSecret = randomSecret()
 			log.Warn("no --callback-secret (MXPROBE_CALLBACK_SECRET): callbacks are signed with a random secret for this run only; receivers cannot verify them across restarts")
 		}
-		if bw, err = f.worker.build(rdb, log, func(lc *ratelimit.Config, wc *worker.Config) {
-			lc.Metrics = metrics
-			wc.OnResult = metrics.ObserveResult
-			wc.OnCallback = metrics.CallbackOutcome
-			wc.CacheHook = metrics.CacheLookup
-		}); err != nil {
+		if bw, err = f.worker.build(rdb, log, wireMetrics(metrics)); err != nil {
 			return exitUsage, err
 		}
 	}
@@ -183,17 +170,15 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return exitFailure, fmt.Errorf("--listen %s: %w", f.listen, err)
 		}
 	case f.metricsListen != "":
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, `{"status":"ok"}`) })
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		if ln, err = net.Listen("tcp", f.metricsListen); err != nil {
-			return exitFailure, fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		if srv, ln, err = listenMetrics(f.metricsListen, reg); err != nil {
+			return exitFailure, err
 		}
 	}
 
 	if bw != nil {
-		if err := bw.w.Start(); err != nil {
+		// bw.start, not bw.w.Start: it also runs the disposable-list
+		// updater when --disposable-list-url is set.
+		if err := bw.start(ctx); err != nil {
 			if ln != nil {
 				ln.Close()
 			}

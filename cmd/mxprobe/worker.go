@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -246,6 +248,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var f workerFlags
 	f.register(fs)
 	redisURL := fs.String("redis-url", "", "Redis holding the queues and shared limits (required)")
+	metricsListen := fs.String("metrics-listen", "", "serve /metrics and /healthz (no auth) on this address, e.g. :9090: verdicts, probe durations, rate-limit decisions, callbacks and cache hits are counted only where the worker runs")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printFlagHelp(stdout, fs, workerSynopsis)
@@ -264,7 +267,8 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitUsage, err
 	}
 	// Bad settings fail before any connection is made.
-	if _, err := f.limiterConfig(); err != nil {
+	lcfg, err := f.limiterConfig()
+	if err != nil {
 		return exitUsage, err
 	}
 	if f.callbackSecret == "" {
@@ -275,7 +279,21 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitFailure, err
 	}
 	defer rdb.Close()
-	bw, err := f.build(rdb, log)
+	var adjust []func(*ratelimit.Config, *worker.Config)
+	var msrv *http.Server
+	var mln net.Listener
+	if *metricsListen != "" {
+		reg, m, err := newMetrics(lcfg)
+		if err != nil {
+			return exitFailure, err
+		}
+		adjust = append(adjust, wireMetrics(m))
+		if msrv, mln, err = listenMetrics(*metricsListen, reg); err != nil {
+			return exitFailure, err
+		}
+		defer mln.Close()
+	}
+	bw, err := f.build(rdb, log, adjust...)
 	if err != nil {
 		return exitUsage, err
 	}
@@ -283,10 +301,25 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitFailure, fmt.Errorf("starting worker: %w", err)
 	}
 	log.Info("worker started", "redis", redactURL(*redisURL), "concurrency", f.concurrency)
+	serveErr := make(chan error, 1)
+	if msrv != nil {
+		go func() { serveErr <- msrv.Serve(mln) }()
+		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	go startupAudit(ctx, &f, log)
-	<-ctx.Done()
+	code, runErr := exitOK, error(nil)
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		code, runErr = exitFailure, fmt.Errorf("metrics server: %w", err)
+	}
 	log.Info("shutting down: no new tasks; in-flight probes may finish", "timeout", f.shutdownTimeout)
 	bw.w.Shutdown()
+	if msrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		msrv.Shutdown(sctx) // after the drain: the last verdicts stay scrapeable until then
+		cancel()
+	}
 	log.Info("worker stopped")
-	return exitOK, nil
+	return code, runErr
 }

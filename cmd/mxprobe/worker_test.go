@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,12 +28,13 @@ func TestWorkerAndEnqueueCommands(t *testing.T) {
 	var wg sync.WaitGroup
 	var workerCode int
 	var workerErr strings.Builder
+	metricsAddr := freeLoopbackAddr(t)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		var out strings.Builder
 		workerCode = run(ctx, append([]string{"worker", "--redis-url", srv.URL(), "--callback-secret", "s3cret",
-			"--log-level", "warn"}, flags...), strings.NewReader(""), &out, &workerErr)
+			"--log-level", "warn", "--metrics-listen", metricsAddr}, flags...), strings.NewReader(""), &out, &workerErr)
 	}()
 
 	code, out, errOut := runCmd(t, "", "enqueue", "--redis-url", srv.URL(), "--wait", "--wait-timeout", "30s",
@@ -54,6 +59,33 @@ func TestWorkerAndEnqueueCommands(t *testing.T) {
 	}
 	if got[0].Verdict != "valid" || got[1].Verdict != "invalid" || string(got[0].Metadata) != `{"k":"v"}` {
 		t.Errorf("results %+v", got)
+	}
+
+	// The worker counts what only it sees: verdicts and cache lookups. A
+	// verdict is counted just after its result is stored, so the scrape
+	// may come a moment early: look again until a deadline.
+	wants := []string{
+		`mxprobe_verdicts_total{cached="false",reason="mailbox_exists",verdict="valid"} 1`,
+		`mxprobe_verdicts_total{cached="false",reason="mailbox_not_found",verdict="invalid"} 1`,
+		`mxprobe_cache_lookups_total{cache="result",result="miss"} 2`,
+	}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatalf("worker metrics: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(body, w) }) || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range wants {
+		if !strings.Contains(body, want) {
+			t.Errorf("worker /metrics lacks %s:\n%s", want, grepLines(body, "mxprobe_"))
+		}
 	}
 
 	cancel() // SIGTERM stands in: the worker drains and exits 0
@@ -112,4 +144,26 @@ func TestParseLimit(t *testing.T) {
 			t.Errorf("parseLimit(%q) = %+v, %v", tt.in, l, err)
 		}
 	}
+}
+
+// freeLoopbackAddr returns 127.0.0.1:port with a port free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
