@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 )
 
@@ -177,5 +180,57 @@ func TestServeUsageErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, out.String(), exitUsage, tt.want)
 			}
 		})
+	}
+}
+
+// serve --role worker runs the whole worker, the disposable-list updater
+// included (it used to start only the queue worker, so
+// --disposable-list-url was accepted and never fetched), and serves its
+// metrics on --metrics-listen.
+func TestServeWorkerRoleRunsTheListUpdater(t *testing.T) {
+	t.Parallel()
+	fetched := make(chan struct{}, 1)
+	list := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "throwaway.test")
+		select {
+		case fetched <- struct{}{}:
+		default:
+		}
+	}))
+	defer list.Close()
+	srv := redistest.StartServer(t)
+	metricsAddr := freeLoopbackAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errOut strings.Builder
+	go func() {
+		var out strings.Builder
+		done <- run(ctx, append([]string{"serve", "--role", "worker", "--redis-url", srv.URL(), "--log-level", "warn",
+			"--metrics-listen", metricsAddr, "--disposable-list-url", list.URL + "/list"}, lab(t)...), strings.NewReader(""), &out, &errOut)
+	}()
+	select {
+	case <-fetched:
+	case code := <-done:
+		t.Fatalf("serve exited %d before fetching the list:\n%s", code, errOut.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve --role worker never fetched --disposable-list-url")
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("--metrics-listen: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `mxprobe_cache_lookups_total{cache="result",result="miss"}`) {
+		t.Errorf("worker metrics lack the cache series:\n%s", body)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("serve exit %d:\n%s", code, errOut.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }
