@@ -80,11 +80,17 @@ func Require() error {
 		strings.Join(missing, "\n  - "), Packages)
 }
 
-// DaemonDir returns Postfix's daemon_directory (where master lives).
+// DaemonDir returns Postfix's daemon_directory (where master lives): the
+// system main.cf's value, else the compiled-in default. Debian's "No
+// configuration" install (what .ci/run does, so no system mail server
+// starts) has no /etc/postfix/main.cf, and plain `postconf -h` fails there.
 func DaemonDir() (string, error) {
 	out, err := exec.Command("postconf", "-h", "daemon_directory").Output()
 	if err != nil {
-		return "", fmt.Errorf("postconf -h daemon_directory: %v", err)
+		var derr error
+		if out, derr = exec.Command("postconf", "-d", "-h", "daemon_directory").Output(); derr != nil {
+			return "", fmt.Errorf("postconf -h daemon_directory: %v; postconf -d: %v", err, derr)
+		}
 	}
 	return strings.TrimSpace(string(out)), nil
 }
