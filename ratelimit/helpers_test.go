@@ -45,6 +45,20 @@ func (b *testBundle) limiter() *ratelimit.Limiter {
 	return l
 }
 
+// countedLimiter is limiter with a counter of the commands its client
+// sends.
+func (b *testBundle) countedLimiter() (*ratelimit.Limiter, *cmdCounter) {
+	b.t.Helper()
+	counter := &cmdCounter{}
+	rdb := redistest.Client(b.t)
+	rdb.AddHook(counter)
+	l, err := ratelimit.New(rdb, b.cfg)
+	if err != nil {
+		b.t.Fatalf("New: %v", err)
+	}
+	return l, counter
+}
+
 // acquire expects a lease.
 func acquire(t *testing.T, l *ratelimit.Limiter, req ratelimit.Request) *ratelimit.Lease {
 	t.Helper()

@@ -266,13 +266,7 @@ func TestLeaseExtend(t *testing.T) {
 func TestLeaseExtendIfDue(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ratelimit.Config{Default: ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}, LeaseTTL: time.Minute})
-	counter := &cmdCounter{}
-	rdb := redistest.Client(t)
-	rdb.AddHook(counter)
-	l, err := ratelimit.New(rdb, b.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, counter := b.countedLimiter()
 	ctx := context.Background()
 	req := ratelimit.Request{Egress: "192.0.2.1", MXHost: "mx.example.com"}
 	le := acquire(t, l, req)
@@ -597,13 +591,7 @@ func TestRedisRestart(t *testing.T) {
 func TestAcquireIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	b := setup(t, ratelimit.Config{Default: ratelimit.Limit{Rate: 1, Per: time.Hour, Burst: 2, Sessions: 10}})
-	counter := &cmdCounter{}
-	rdb := redistest.Client(t)
-	rdb.AddHook(counter)
-	l, err := ratelimit.New(rdb, b.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, counter := b.countedLimiter()
 	ctx := context.Background()
 	req := ratelimit.Request{Egress: "192.0.2.1", MXHost: "mx.example.com"}
 	acquire(t, l, req) // loads the script if this server has not seen it
