@@ -1,0 +1,76 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/api"
+)
+
+var batchBenchRows = flag.Int("batchbench.rows", 10_000, "BenchmarkBatchProgress: rows in the batch (10,000 is serve's default --batch-max-rows)")
+
+// BenchmarkBatchProgress is one poll of GET /v1/batches/{id} on a batch
+// whose rows are all still queued (no worker runs): the worst case, every
+// row's task read on every poll. It reports Redis round trips per poll
+// (a pipeline counts once) beside the time.
+//
+//	go test -run '^$' -bench BenchmarkBatchProgress -benchtime 20x -count 5 ./api/
+func BenchmarkBatchProgress(b *testing.B) {
+	bb := setup(b, opts{cfg: func(c *api.Config) { c.Quota = 1 << 30; c.MaxBatchRows = *batchBenchRows }})
+	var body strings.Builder
+	body.WriteString("email\n")
+	for i := range *batchBenchRows {
+		fmt.Fprintf(&body, "user%06d@example.com\n", i)
+	}
+	resp, out := bb.do(b, "POST", "/v1/batches", keyA, "text/csv", body.String())
+	if resp.StatusCode != http.StatusAccepted {
+		b.Fatalf("POST batch: %d %s", resp.StatusCode, out)
+	}
+	var accepted struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(out, &accepted); err != nil || accepted.ID == "" {
+		b.Fatalf("POST batch: %s (%v)", out, err)
+	}
+	var trips atomic.Int64
+	bb.rdb.AddHook(roundTrips{&trips})
+	b.ResetTimer()
+	for b.Loop() {
+		resp, out := bb.do(b, "GET", "/v1/batches/"+accepted.ID, keyA, "", nil)
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET batch: %d %s", resp.StatusCode, out)
+		}
+	}
+	b.ReportMetric(float64(trips.Load())/float64(b.N), "redis-rt/poll")
+}
+
+// roundTrips counts a client's round trips (a pipeline is one; connection
+// handshakes are not counted).
+type roundTrips struct{ n *atomic.Int64 }
+
+func (h roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if name := cmd.Name(); name != "hello" && name != "client" {
+				h.n.Add(1)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
