@@ -5,9 +5,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -40,6 +42,7 @@ var (
 	throughputConcurrency = flag.Int("throughput.concurrency", 64, "BenchmarkThroughput: asynq concurrency of every variant (64 is worker.Config's default)")
 	throughputVariants    = flag.String("throughput.variants", "", "BenchmarkThroughput: comma-separated variants to run (default all; 'cached' needs 'mxprobe'), e.g. 'mxprobe' for a -cpuprofile of the worker alone")
 	throughputNoConnCheck = flag.Bool("throughput.noconncheck", false, "BenchmarkThroughput: hide the socket from go-redis so it skips its per-command connection health check (a measurement of that check's cost, not how mxprobe runs; docs/benchmarks.md)")
+	throughputSink        = flag.String("throughput.sink", "inprocess", "BenchmarkThroughput: where the SMTP sink and the DNS server run: inprocess, or process (a child process, as a remote MX would be: their CPU and goroutines leave the worker's process and its Go scheduler)")
 	throughputPerDomain   = flag.Int("throughput.perdomain", 10, "BenchmarkThroughput: addresses per recipient domain (each domain has its own MX host name), so the session pool can serve them on one session")
 )
 
@@ -211,7 +214,7 @@ type throughputEnv struct {
 	admin *redis.Client // enqueue, reset, stats: not counted
 	rdb   *redis.Client // the worker's and asynq's client, counted by hook
 	hook  *cmdHook
-	smtp  *smtptest.Server
+	sink  benchSink
 	v     *validator.Validator
 	// vNoPool is v with session reuse off.
 	vNoPool *validator.Validator
@@ -237,22 +240,14 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		b.Cleanup(func() { e.rdb.Close() })
 	}
 	e.rdb.AddHook(e.hook)
-	// The sink accepts the benchmark's mailboxes and refuses every other
-	// local part, so the catch-all probe (on by default in `mxprobe
-	// worker`) runs and the verdict is valid/mailbox_exists.
-	e.smtp = smtptest.Start(b, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
-		if strings.HasPrefix(to, "bench-") {
-			return nil
-		}
-		return notFound
-	}})
-	zone := dnstest.Zone{}
-	for d := range throughputDomains() {
-		name := fmt.Sprintf("d%d.test.", d)
-		zone[name] = []dns.RR{dnstest.MX("mx."+name, 10)}
-		zone["mx."+name] = []dns.RR{dnstest.A("127.0.0.1")}
+	switch *throughputSink {
+	case "inprocess":
+		e.sink = startBenchSink(b)
+	case "process":
+		e.sink = startBenchSinkProcess(b, e.redis.URL())
+	default:
+		b.Fatalf("-throughput.sink=%q: want inprocess or process", *throughputSink)
 	}
-	dnsSrv := dnstest.Start(b, zone)
 	lcfg := ratelimit.DefaultConfig()
 	lcfg.Default = ratelimit.Limit{Rate: 1_000_000, Per: time.Second, Burst: 1_000_000, Sessions: 1 << 30}
 	limiter, err := ratelimit.New(e.rdb, lcfg)
@@ -265,10 +260,10 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		// with its in-process copy.
 		v, err := validator.New(validator.Config{
 			Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-				Port: e.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: true,
+				Port: e.sink.smtpPort, ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, CatchAllProbe: true,
 				Pool:          pool,
 				CatchAllCache: worker.NewRedisCatchAllCache(e.rdb, "mxprobe:", worker.DefaultCatchAllTTL, 10000, nil, log)},
-			DNS: validator.DNSConfig{Servers: []string{dnsSrv.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second,
+			DNS: validator.DNSConfig{Servers: []string{e.sink.dnsAddr}, AllowPrivate: true, Timeout: 2 * time.Second,
 				Cache: worker.NewRedisMXCache(e.rdb, "mxprobe:", 10000, nil, log)},
 			Gate:         worker.NewGate(limiter, "bench", log),
 			ProviderFunc: limiter.Group,
@@ -576,12 +571,110 @@ func (a smtpCounts) sub(b smtpCounts) smtpCounts {
 	return smtpCounts{a.conns - b.conns, a.cmds - b.cmds}
 }
 
-func (e *throughputEnv) smtpCounts() smtpCounts {
-	c := smtpCounts{conns: int64(e.smtp.Conns())}
-	for _, verb := range []string{"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP", "QUIT"} {
-		c.cmds += int64(e.smtp.Sent(verb))
+func (e *throughputEnv) smtpCounts() smtpCounts { return e.sink.counts() }
+
+// benchSink is the SMTP sink and DNS server the validators talk to.
+type benchSink struct {
+	smtpPort int
+	dnsAddr  string
+	counts   func() smtpCounts
+}
+
+// startBenchSink starts the sink in this process. It accepts the
+// benchmark's mailboxes and refuses every other local part, so the
+// catch-all probe (on by default in `mxprobe worker`) runs and the verdict
+// is valid/mailbox_exists; the zone gives every recipient domain its own MX
+// host name on 127.0.0.1.
+func startBenchSink(tb testing.TB) benchSink {
+	srv := smtptest.Start(tb, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+		if strings.HasPrefix(to, "bench-") {
+			return nil
+		}
+		return notFound
+	}})
+	zone := dnstest.Zone{}
+	for d := range throughputDomains() {
+		name := fmt.Sprintf("d%d.test.", d)
+		zone[name] = []dns.RR{dnstest.MX("mx."+name, 10)}
+		zone["mx."+name] = []dns.RR{dnstest.A("127.0.0.1")}
 	}
-	return c
+	dnsSrv := dnstest.Start(tb, zone)
+	return benchSink{smtpPort: srv.Port(), dnsAddr: dnsSrv.Addr(), counts: func() smtpCounts {
+		c := smtpCounts{conns: int64(srv.Conns())}
+		for _, verb := range []string{"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP", "QUIT"} {
+			c.cmds += int64(srv.Sent(verb))
+		}
+		return c
+	}}
+}
+
+const sinkProcessEnv = "MXPROBE_BENCH_SINK_PROCESS"
+
+// TestBenchSinkProcess is the child of -throughput.sink=process: it runs
+// startBenchSink, prints "ready PORT DNSADDR", answers each "counts" line
+// on stdin with "counts CONNS CMDS", and ends when stdin closes.
+func TestBenchSinkProcess(t *testing.T) {
+	if os.Getenv(sinkProcessEnv) == "" {
+		t.Skip("child process of BenchmarkThroughput -throughput.sink=process")
+	}
+	sink := startBenchSink(t)
+	fmt.Printf("ready %d %s\n", sink.smtpPort, sink.dnsAddr)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "counts" {
+			c := sink.counts()
+			fmt.Printf("counts %d %d\n", c.conns, c.cmds)
+		}
+	}
+}
+
+// startBenchSinkProcess runs the sink in a child process (this test binary,
+// TestBenchSinkProcess), as a remote MX would be.
+func startBenchSinkProcess(b *testing.B, redisURL string) benchSink {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchSinkProcess$", "-test.count=1",
+		"-throughput.tasks="+strconv.Itoa(*throughputTasks), "-throughput.perdomain="+strconv.Itoa(*throughputPerDomain))
+	// The child's TestMain would start a redis-server of its own otherwise.
+	cmd.Env = append(os.Environ(), sinkProcessEnv+"=1", redistest.EnvURL+"="+redisURL)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	out := bufio.NewScanner(stdout)
+	var sink benchSink
+	for out.Scan() {
+		if _, err := fmt.Sscanf(out.Text(), "ready %d %s", &sink.smtpPort, &sink.dnsAddr); err == nil {
+			break
+		}
+	}
+	if sink.dnsAddr == "" {
+		b.Fatalf("sink process ended before it was ready: %v", out.Err())
+	}
+	var mu sync.Mutex
+	sink.counts = func() smtpCounts {
+		mu.Lock()
+		defer mu.Unlock()
+		var c smtpCounts
+		if _, err := io.WriteString(stdin, "counts\n"); err != nil {
+			b.Fatalf("sink process: %v", err)
+		}
+		for out.Scan() {
+			if _, err := fmt.Sscanf(out.Text(), "counts %d %d", &c.conns, &c.cmds); err == nil {
+				return c
+			}
+		}
+		b.Fatalf("sink process ended: %v", out.Err())
+		return c
+	}
+	return sink
 }
 
 // startRSSSampler reads this process's VmRSS every 10 ms until the
