@@ -157,8 +157,9 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the root handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close releases what New opened (not the Redis client).
-func (s *Server) Close() error { return nil }
+// Close releases what New opened (not the Redis client): the producer's
+// subscription to result announcements.
+func (s *Server) Close() error { return s.client.Close() }
 
 func (s *Server) routes() []route {
 	mon := s.monitoring().ServeHTTP

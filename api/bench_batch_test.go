@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/api"
+	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 )
 
 var batchBenchRows = flag.Int("batchbench.rows", 10_000, "BenchmarkBatchProgress: rows in the batch (10,000 is serve's default --batch-max-rows)")
@@ -73,4 +76,33 @@ func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// BenchmarkValidateWait is the synchronous sign-up path: POST
+// /v1/validations?wait=10s, one request at a time, each for a new address
+// of one domain, against a real worker whose SMTP sink answers every
+// command after 20 ms (one simulated network round trip; the session pool
+// makes most validations a single RCPT). It reports the median and p90
+// response times: how long after the verdict exists the API answers is the
+// difference between them and the probe's own time.
+//
+//	go test -run '^$' -bench BenchmarkValidateWait -benchtime 100x ./api/
+func BenchmarkValidateWait(b *testing.B) {
+	bb := setup(b, opts{worker: true, smtp: smtptest.Options{ReplyDelay: 20 * time.Millisecond},
+		cfg: func(c *api.Config) { c.Quota = 1 << 30 }})
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		start := time.Now()
+		resp, out := bb.do(b, "POST", "/v1/validations?wait=10s", keyA, "application/json",
+			fmt.Sprintf(`{"address":"user%05d@example.test"}`, i))
+		lat = append(lat, time.Since(start))
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("POST: %d %s", resp.StatusCode, out)
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds())/1000, "p90-ms")
 }

@@ -85,6 +85,7 @@ func setup(t testing.TB, o opts) *bundle {
 	}
 	b.srv = httptest.NewServer(b.api.Handler())
 	t.Cleanup(b.srv.Close)
+	t.Cleanup(func() { b.api.Close() }) // runs before srv.Close: LIFO
 	b.client = tasks.NewClient(b.rdb)
 	if o.worker {
 		b.startWorker(t, o.smtp, o.workerCfg)

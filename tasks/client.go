@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -77,6 +78,14 @@ type Client struct {
 	insp      *asynq.Inspector
 	retention time.Duration
 	queue     string
+
+	// The DoneChannel subscription that wakes Waits (nil: polling only).
+	subOnce sync.Once
+	subMu   sync.Mutex
+	sub     *redis.PubSub
+	waiters map[string]map[chan struct{}]struct{} // task id → its Waits
+	// safetyNet is Wait's first and longest poll interval while subscribed.
+	safetyNet [2]time.Duration
 }
 
 // ClientOption configures a Client.
@@ -96,6 +105,7 @@ func NewClient(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 		insp:      asynq.NewInspectorFromRedisClient(rdb),
 		retention: 24 * time.Hour,
 		queue:     QueueDefault,
+		safetyNet: [2]time.Duration{safetyNetFirst, safetyNetMax},
 	}
 	for _, o := range opts {
 		o(c)
@@ -103,8 +113,20 @@ func NewClient(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 	return c
 }
 
-// Close releases the client's resources (not the Redis client).
-func (c *Client) Close() error { return nil }
+// Close releases the client's resources (not the Redis client): the
+// DoneChannel subscription, if a Wait opened one. Waits still running then
+// poll.
+func (c *Client) Close() error {
+	c.subOnce.Do(func() {}) // a Wait after Close does not subscribe
+	c.subMu.Lock()
+	ps := c.sub
+	c.sub = nil
+	c.subMu.Unlock()
+	if ps != nil {
+		return ps.Close()
+	}
+	return nil
+}
 
 // Option adjusts one Enqueue call.
 type Option func(*enqueueOptions)
@@ -251,6 +273,9 @@ type Status struct {
 	Queue string `json:"queue"`
 	// State is asynq's: pending, scheduled, active, retry, completed,
 	// archived (the last only for a task a worker could not even decode).
+	// A final result is stored and announced before asynq marks its task
+	// completed, so Done, not State, says whether the verdict is the last
+	// word: it may read active for a moment.
 	State         string    `json:"state"`
 	Retried       int       `json:"retried"`
 	LastError     string    `json:"last_error,omitempty"`
@@ -375,12 +400,37 @@ func (c *Client) Peek(ctx context.Context, ids []string) (found map[string]Statu
 	return found, missing, nil
 }
 
+// DoneChannel is the Redis pub/sub channel on which the worker announces
+// each final result it stores; the message is the task id. Wait listens to
+// it so that a synchronous sign-up answers the moment the verdict exists,
+// not at its next poll.
+const DoneChannel = "mxprobe:done"
+
+// Wait's polling. With the DoneChannel subscription up, polling is only a
+// safety net for an announcement lost (pub/sub delivers at most once, and
+// not across a reconnect), so it starts slower.
+const (
+	pollFirst      = 20 * time.Millisecond
+	pollMax        = 500 * time.Millisecond
+	safetyNetFirst = 250 * time.Millisecond
+	safetyNetMax   = 2 * time.Second
+)
+
 // Wait blocks until the validation's result is final or ctx ends, for
 // synchronous sign-up flows ("check before creating the account, but answer
 // within 10 seconds"). On ctx's end it returns the latest Status with
 // ctx.Err(), so the caller can still show a provisional verdict.
+//
+// It wakes on the worker's announcement on DoneChannel (one subscription
+// per Client, opened by the first Wait) and polls besides; where the
+// subscription cannot be opened it polls alone, quickly at first.
 func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
-	delay := 20 * time.Millisecond
+	woken := c.watch(id)
+	defer c.unwatch(id, woken)
+	delay, most := pollFirst, pollMax
+	if woken != nil {
+		delay, most = c.safetyNet[0], c.safetyNet[1]
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	var last Status
@@ -389,6 +439,7 @@ func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
 		case <-ctx.Done():
 			return last, ctx.Err()
 		case <-t.C:
+		case <-woken:
 		}
 		st, err := c.Get(ctx, id)
 		if err != nil {
@@ -401,13 +452,71 @@ func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
 		if st.Done() {
 			return st, nil
 		}
-		// Poll quickly at first (a probe of a responsive server takes well
-		// under a second), then back off so idle waiters cost little Redis.
+		// Back off so idle waiters cost little Redis. (Reset also drops a
+		// tick not yet read, since Go 1.23.)
 		t.Reset(delay)
-		if delay < 500*time.Millisecond {
-			delay = delay * 3 / 2
-		}
+		delay = min(delay*3/2, most)
 	}
+}
+
+// watch registers a waiter for id's announcement, opening the Client's
+// subscription on first use. It returns nil when there is no subscription
+// (Wait then polls alone).
+func (c *Client) watch(id string) chan struct{} {
+	c.subOnce.Do(c.subscribe)
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.sub == nil {
+		return nil
+	}
+	ch := make(chan struct{}, 1)
+	if c.waiters[id] == nil {
+		c.waiters[id] = map[chan struct{}]struct{}{}
+	}
+	c.waiters[id][ch] = struct{}{}
+	return ch
+}
+
+func (c *Client) unwatch(id string, ch chan struct{}) {
+	if ch == nil {
+		return
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	delete(c.waiters[id], ch)
+	if len(c.waiters[id]) == 0 {
+		delete(c.waiters, id)
+	}
+}
+
+// subscribe opens the DoneChannel subscription and waits for Redis to
+// confirm it, so no announcement after the first Wait's Get can be missed
+// for want of a subscriber. On failure Waits poll.
+func (c *Client) subscribe() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ps := c.rdb.Subscribe(ctx, DoneChannel)
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return
+	}
+	ch := ps.Channel()
+	c.subMu.Lock()
+	c.sub = ps
+	c.waiters = map[string]map[chan struct{}]struct{}{}
+	c.subMu.Unlock()
+	go func() {
+		for m := range ch {
+			c.subMu.Lock()
+			for w := range c.waiters[m.Payload] {
+				select {
+				case w <- struct{}{}:
+				default: // already woken
+				}
+			}
+			c.subMu.Unlock()
+		}
+	}()
 }
 
 // lostTask recognises asynq's answer for a task hash without a state: what

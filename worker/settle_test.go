@@ -68,7 +68,7 @@ func TestSettleReusesEncodingOnlyWithoutRequesterData(t *testing.T) {
 // settle writes the task's asynq result in the same round trip as the cache
 // and the lead, to the key asynq keeps it in: read back through asynq's own
 // Inspector, so a change of asynq's key layout fails here. It also works on
-// a server that has not loaded the script yet (NOSCRIPT inside a pipeline).
+// a server whose script cache is empty (a fresh or restarted Redis).
 func TestSettleWritesTheAsynqResult(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
@@ -95,7 +95,7 @@ func TestSettleWritesTheAsynqResult(t *testing.T) {
 		if _, leader, _, err := s.lookup(ctx, addr, info.ID); err != nil || leader != info.ID {
 			t.Fatalf("lookup: leader %q, %v", leader, err)
 		}
-		if err := s.settle(ctx, addr, info.ID, r, b, taskResult{key: asynqTaskKey("bulk", info.ID), data: b}); err != nil {
+		if err := s.settle(ctx, addr, info.ID, r, b, taskResult{key: asynqTaskKey("bulk", info.ID), id: info.ID, data: b}); err != nil {
 			t.Fatalf("settle (script flushed %v): %v", flush, err)
 		}
 		ti, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("bulk", info.ID)

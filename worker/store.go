@@ -154,7 +154,7 @@ func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.R
 		if task.key == "" {
 			return nil
 		}
-		return s.rdb.HSet(ctx, task.key, "result", task.data).Err()
+		return storeFinal(ctx, s.rdb, task)
 	}
 	b := encoded
 	if b == nil || len(r.Metadata) > 0 || r.RequestID != "" || len(r.Transcript) > 0 {
@@ -170,27 +170,39 @@ func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.R
 	if task.key == "" {
 		return settleScript.Run(ctx, s.rdb, keys, b, ttl.Milliseconds(), leader).Err()
 	}
+	// EVAL, not EVALSHA: after a NOSCRIPT (a fresh or restarted Redis) the
+	// script would run after the HSET and the announcement, and a woken
+	// Wait could find the lead still held. The body is a few hundred bytes.
 	pipe := s.rdb.Pipeline()
-	settled := settleScript.EvalSha(ctx, pipe, keys, b, ttl.Milliseconds(), leader)
+	settled := settleScript.Eval(ctx, pipe, keys, b, ttl.Milliseconds(), leader)
 	written := pipe.HSet(ctx, task.key, "result", task.data)
+	pipe.Publish(ctx, tasks.DoneChannel, task.id) // after the HSET: a woken Wait finds the result
 	_, _ = pipe.Exec(ctx)
 	if err := written.Err(); err != nil {
 		return fmt.Errorf("writing the task result: %w", err)
 	}
-	if err := settled.Err(); err != nil {
-		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return err
-		}
-		// First use on this server (or after a restart): Run loads it.
-		return settleScript.Run(ctx, s.rdb, keys, b, ttl.Milliseconds(), leader).Err()
-	}
-	return nil
+	return settled.Err()
 }
 
-// taskResult is an asynq task's result, to be written by settle.
+// taskResult is an asynq task's final result, to be written by settle.
 type taskResult struct {
 	key  string // the task's hash; "" = none to write
+	id   string // the task id, announced on tasks.DoneChannel
 	data []byte
+}
+
+// storeFinal writes a task's final result where asynq keeps it and
+// announces it on tasks.DoneChannel, in one round trip, so a producer's
+// Wait answers at once instead of at its next poll.
+func storeFinal(ctx context.Context, rdb redis.UniversalClient, task taskResult) error {
+	pipe := rdb.Pipeline()
+	written := pipe.HSet(ctx, task.key, "result", task.data)
+	pipe.Publish(ctx, tasks.DoneChannel, task.id)
+	_, _ = pipe.Exec(ctx)
+	if err := written.Err(); err != nil {
+		return fmt.Errorf("writing the task result: %w", err)
+	}
+	return nil // a lost announcement only leaves a waiter to its next poll
 }
 
 // asynqTaskKey is the hash where asynq keeps a task, whose "result" field

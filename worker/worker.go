@@ -383,7 +383,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	var task taskResult
 	if t.ResultWriter() != nil {
 		queue, _ := asynq.GetQueueName(ctx)
-		task = taskResult{key: asynqTaskKey(queue, id), data: b}
+		task = taskResult{key: asynqTaskKey(queue, id), id: id, data: b}
 	}
 	if err := w.store.settle(ctx, p.Address, leadHolder, res, b, task); err != nil {
 		log.Warn("result cache write or lead release failed", "err", err)
@@ -453,10 +453,13 @@ func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayl
 }
 
 // finishEncoded is finish with res already encoded as b (json.Marshal(res)).
-// stored says settle has already written b as the task's result.
+// stored says settle has already written b as the task's result (and
+// announced it); otherwise storeFinal does both here.
 func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, res tasks.Result, b []byte, stored bool) error {
-	if !stored {
-		if err := w.writeEncoded(t, b); err != nil {
+	if !stored && t.ResultWriter() != nil {
+		queue, _ := asynq.GetQueueName(ctx)
+		id, _ := asynq.GetTaskID(ctx)
+		if err := storeFinal(ctx, w.rdb, taskResult{key: asynqTaskKey(queue, id), id: id, data: b}); err != nil {
 			return fmt.Errorf("storing result: %w", err)
 		}
 	}

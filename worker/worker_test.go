@@ -321,12 +321,20 @@ func TestRetriesExhaustedEndUnknownWithCallback(t *testing.T) {
 	})
 	id := b.enqueue(t, "dave@example.test")
 	st := b.wait(t, id)
+	var err error
 	r := st.Result
 	if r.Verdict != tasks.VerdictUnknown || r.Reason != "greylisted" || !r.Final {
 		t.Fatalf("result %+v, want final unknown/greylisted", r)
 	}
 	if r.Attempts != 3 { // 30 ms + 60 ms reach 80 ms: two retries
 		t.Errorf("attempts = %d, want 3", r.Attempts)
+	}
+	// Wait returns once the final result is stored and announced; asynq
+	// marks the task completed a moment later, after the handler returns.
+	for deadline := time.Now().Add(10 * time.Second); st.State == "active" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st, err = b.client.Get(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if st.State != "completed" {
 		t.Errorf("state %s: a final unknown must complete, never be archived silently", st.State)
@@ -691,5 +699,56 @@ func TestTranscriptOnlyWhenAsked(t *testing.T) {
 				t.Errorf("%s: transcript holds another request's line %q", tt.name, l.Line)
 			}
 		}
+	}
+}
+
+// Every final result is announced on tasks.DoneChannel once it is stored,
+// whether probed (the settle pipeline) or answered from the result cache
+// (storeFinal), so a producer's Wait answers at once; a provisional one is
+// not announced.
+func TestFinalResultsAreAnnounced(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, setupOpts{smtp: smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+		if to == "grey@example.test" && calls.Add(1) == 1 {
+			return greylisted
+		}
+		if to == "alice@example.test" || to == "grey@example.test" {
+			return nil
+		}
+		return notFound
+	}}, retry: worker.RetryPolicy{FirstDelay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 30 * time.Second}})
+	ctx := t.Context()
+	sub := b.rdb.Subscribe(ctx, tasks.DoneChannel)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	announced := sub.Channel()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case m := <-announced:
+			if m.Payload != want {
+				t.Errorf("announced %q, want %q", m.Payload, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s was never announced", want)
+		}
+	}
+	probed := b.enqueue(t, "alice@example.test")
+	next(probed)
+	cached := b.enqueue(t, "alice@example.test")
+	next(cached)
+	if st := b.wait(t, cached); !st.Result.Cached {
+		t.Errorf("second request not answered from the cache: %+v", st.Result)
+	}
+	grey := b.enqueue(t, "grey@example.test")
+	next(grey) // the greylisted first attempt is not announced; its retry is
+	// Read at once: had the provisional result been announced, this would
+	// see it (the retry comes 100 ms later at the earliest).
+	if st, err := b.client.Get(ctx, grey); err != nil || st.Result == nil || !st.Result.Final ||
+		st.Result.Verdict != tasks.VerdictValid || st.Result.Attempts != 2 {
+		t.Errorf("announced result of the greylisted address: %+v (%v), want the final valid of attempt 2", st.Result, err)
 	}
 }

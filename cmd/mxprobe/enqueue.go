@@ -55,6 +55,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	defer rdb.Close()
 	c := tasks.NewClient(rdb)
+	defer c.Close()
 	opts := []tasks.Option{tasks.Queue(*queue)}
 	if *deadline < 0 {
 		return exitUsage, usagef("--deadline must not be negative")

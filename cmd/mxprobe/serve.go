@@ -164,6 +164,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return exitUsage, usageError{err.Error()}
 		}
+		defer a.Close() // after the HTTP server's shutdown, below
 		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if ln, err = net.Listen("tcp", f.listen); err != nil {
