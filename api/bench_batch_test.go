@@ -1,20 +1,17 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/mxprobe/mxprobe/api"
+	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 )
 
@@ -43,8 +40,8 @@ func BenchmarkBatchProgress(b *testing.B) {
 	if err := json.Unmarshal(out, &accepted); err != nil || accepted.ID == "" {
 		b.Fatalf("POST batch: %s (%v)", out, err)
 	}
-	var trips atomic.Int64
-	bb.rdb.AddHook(roundTrips{&trips})
+	var trips redistest.Counter
+	bb.rdb.AddHook(&trips)
 	b.ResetTimer()
 	for b.Loop() {
 		resp, out := bb.do(b, "GET", "/v1/batches/"+accepted.ID, keyA, "", nil)
@@ -52,30 +49,7 @@ func BenchmarkBatchProgress(b *testing.B) {
 			b.Fatalf("GET batch: %d %s", resp.StatusCode, out)
 		}
 	}
-	b.ReportMetric(float64(trips.Load())/float64(b.N), "redis-rt/poll")
-}
-
-// roundTrips counts a client's round trips (a pipeline is one; connection
-// handshakes are not counted).
-type roundTrips struct{ n *atomic.Int64 }
-
-func (h roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if name := cmd.Name(); name != "hello" && name != "client" {
-				h.n.Add(1)
-				break
-			}
-		}
-		return next(ctx, cmds)
-	}
+	b.ReportMetric(float64(trips.RoundTrips())/float64(b.N), "redis-rt/poll")
 }
 
 // BenchmarkValidateWait is the synchronous sign-up path: POST

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/tasks"
@@ -112,13 +110,13 @@ func TestPeekAgreesWithGet(t *testing.T) {
 	// well-formed id with no task. Reading the wrong keys would still give
 	// right answers, through Get for every id, so the count is the check.
 	counted := srv.Client(t)
-	var trips atomic.Int64
-	counted.AddHook(tripHook{&trips})
+	var trips redistest.Counter
+	counted.AddHook(&trips)
 	found, missing, err := tasks.NewClient(counted).Peek(ctx, ids)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := trips.Load(); n > 1+2*2 {
+	if n := trips.RoundTrips(); n > 1+2*2 {
 		t.Errorf("Peek of %d ids took %d round trips; want at most 5 (one pipeline, Get for 2)", len(ids), n)
 	}
 	if got := strings.Join(missing, ","); got != ids[0]+",nonsense" && got != "nonsense,"+ids[0] {
@@ -140,29 +138,5 @@ func TestPeekAgreesWithGet(t *testing.T) {
 		if state == "archived" && got.LastError == "" {
 			t.Errorf("archived: Peek lost LastError, which says why there is no verdict")
 		}
-	}
-}
-
-// tripHook counts a client's round trips (a pipeline is one).
-type tripHook struct{ n *atomic.Int64 }
-
-func (h tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name != "hello" && name != "client" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if name := cmd.Name(); name != "hello" && name != "client" {
-				h.n.Add(1) // not a connection's handshake
-				break
-			}
-		}
-		return next(ctx, cmds)
 	}
 }

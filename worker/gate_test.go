@@ -1,14 +1,10 @@
 package worker_test
 
 import (
-	"context"
 	"errors"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/ratelimit"
@@ -25,8 +21,8 @@ func TestGateAdmission(t *testing.T) {
 	cfg.Prefix = redistest.Prefix(t)
 	cfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1}
 	rdb := redistest.Client(t)
-	var sent atomic.Int64
-	rdb.AddHook(countingHook{&sent})
+	var sent redistest.Counter
+	rdb.AddHook(&sent)
 	l, err := ratelimit.New(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +39,11 @@ func TestGateAdmission(t *testing.T) {
 		t.Fatalf("second Admit while the lease is held: %v, want a sessions denial", err)
 	}
 	adm.Report(validator.Outcome{Verdict: validator.Valid})
-	before := sent.Load()
+	before := sent.Commands()
 	if !adm.Reusable() {
 		t.Error("not reusable without a cool-down")
 	}
-	if n := sent.Load() - before; n != 0 {
+	if n := sent.Commands() - before; n != 0 {
 		t.Errorf("reuse of a fresh lease sent %d Redis commands; want none (renewal waits for a quarter of the lease TTL)", n)
 	}
 	adm.Done()
@@ -63,23 +59,6 @@ func TestGateAdmission(t *testing.T) {
 	adm2.Done()
 	if _, err := g.Admit(ctx, validator.MXHost{Name: "mx2.example.com"}); !isDenied(err, ratelimit.ReasonCoolDown) {
 		t.Errorf("Admit after the cool-down report: %v, want a cool-down denial for the whole provider", err)
-	}
-}
-
-// countingHook counts the commands a go-redis client sends.
-type countingHook struct{ n *atomic.Int64 }
-
-func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
 	}
 }
 

@@ -87,3 +87,27 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("same-slot script: %v", err)
 	}
 }
+
+// Counter: a command is one round trip, a pipeline of three is one round
+// trip and three commands, and a new connection's handshake is neither.
+func TestCounter(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Client(t)
+	var c redistest.Counter
+	rdb.AddHook(&c)
+	ctx := context.Background()
+	key := redistest.Prefix(t) + "k"
+	if err := rdb.Set(ctx, key, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	pipe.Get(ctx, key)
+	pipe.Get(ctx, key)
+	pipe.Del(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rt, n := c.RoundTrips(), c.Commands(); rt != 2 || n != 4 {
+		t.Errorf("round trips %d, commands %d; want 2 and 4", rt, n)
+	}
+}
