@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
-	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/redis/go-redis/v9"
@@ -21,6 +19,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/internal/testenv/workertest"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
@@ -100,44 +99,7 @@ func (b *bundle) startWorker(t testing.TB, so smtptest.Options, adjust func(*wor
 		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
 		"mx.example.test.": {dnstest.A("127.0.0.1")},
 	})
-	lcfg := ratelimit.DefaultConfig()
-	lcfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 20}
-	limiter, err := ratelimit.New(b.rdb, lcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	vcfg := validator.Config{
-		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: b.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second},
-		DNS:          validator.DNSConfig{Servers: []string{dns.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second},
-		Gate:         worker.NewGate(limiter, "test", log),
-		ProviderFunc: limiter.Group,
-	}
-	wcfg := worker.Config{
-		Concurrency:       8,
-		Retry:             worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1},
-		ShutdownTimeout:   2 * time.Second,
-		Callback:          worker.CallbackConfig{Secret: []byte("s"), Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
-		SchedulerInterval: 50 * time.Millisecond,
-		PollInterval:      20 * time.Millisecond,
-		Logger:            log,
-	}
-	if adjust != nil {
-		adjust(&wcfg, &vcfg)
-	}
-	v, err := validator.New(vcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(b.rdb, v, wcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
+	workertest.Start(t, b.rdb, workertest.Options{SMTPPort: b.smtp.Port(), DNS: dns.Addr(), CallbackSecret: []byte("s"), Adjust: adjust})
 }
 
 // do sends a request with key (none when "") and returns the response with

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/internal/testenv/workertest"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/validator"
 	"github.com/mxprobe/mxprobe/web"
@@ -147,46 +147,23 @@ func startRealServer(t *testing.T) *realServer {
 		"example.net.":     {dnstest.MX("mx1.example.net.", 10)},
 		"mx1.example.net.": {dnstest.A("127.0.0.1")},
 	})
+	workertest.Start(t, rdb, workertest.Options{SMTPPort: mx.Port(), DNS: dns.Addr(),
+		CallbackSecret: []byte("web-test-callback-secret"),
+		Adjust: func(wc *worker.Config, _ *validator.Config) {
+			// Greylisting is retried after 2 s instead of six minutes:
+			// asynq schedules retries in whole seconds, rounding down, so
+			// a 1 s delay can come back within milliseconds, inside
+			// MaxWait; 2 s keeps the retry at least a second away.
+			wc.Retry = worker.RetryPolicy{FirstDelay: 2 * time.Second, Multiplier: 2, MaxDelay: 4 * time.Second, GiveUpAfter: 20 * time.Second, Jitter: 0.1}
+		}})
+
+	// The API's own limiter, on the worker's keys, for /v1/providers.
 	lcfg := ratelimit.DefaultConfig()
 	lcfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 20}
 	limiter, err := ratelimit.New(rdb, lcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := validator.New(validator.Config{
-		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: mx.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second},
-		DNS:          validator.DNSConfig{Servers: []string{dns.Addr()}, AllowPrivate: true, Timeout: 2 * time.Second},
-		Gate:         worker.NewGate(limiter, "web-test", log),
-		ProviderFunc: limiter.Group,
-		Logger:       log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(rdb, v, worker.Config{
-		Concurrency: 8,
-		// Greylisting is retried after a second instead of six minutes
-		// (asynq schedules retries in whole seconds, so a second is the
-		// shortest honest delay).
-		// asynq schedules retries in whole seconds, rounding down: a 1 s
-		// delay can come back within milliseconds, inside MaxWait. 2 s
-		// keeps the retry at least a second away.
-		Retry:             worker.RetryPolicy{FirstDelay: 2 * time.Second, Multiplier: 2, MaxDelay: 4 * time.Second, GiveUpAfter: 20 * time.Second, Jitter: 0.1},
-		ShutdownTimeout:   2 * time.Second,
-		Callback:          worker.CallbackConfig{Secret: []byte("web-test-callback-secret"), Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
-		SchedulerInterval: 50 * time.Millisecond,
-		PollInterval:      20 * time.Millisecond,
-		Logger:            log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
-
 	keys, err := api.ParseKeys(testKey)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +21,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
-	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/internal/testenv/workertest"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
 	"github.com/mxprobe/mxprobe/worker"
@@ -84,49 +83,17 @@ func newFaultWorld(t *testing.T, rs *redistest.Server, opts smtptest.Options) *f
 // its config, logging JSON at debug level into f.log.
 func (f *faultWorld) startWorker(t *testing.T, mutate func(*worker.Config, *validator.Config)) *worker.Worker {
 	t.Helper()
-	lcfg := ratelimit.DefaultConfig()
-	lcfg.Prefix = "test:rl:"
-	lcfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 20}
-	limiter, err := ratelimit.New(f.rdb, lcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.NewJSONHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	vcfg := validator.Config{
-		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: f.smtp.Port(), ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second},
-		DNS:          validator.DNSConfig{Servers: []string{f.dns.Addr()}, AllowPrivate: true, Timeout: 300 * time.Millisecond},
-		Gate:         worker.NewGate(limiter, "test", log),
-		ProviderFunc: limiter.Group,
-		Logger:       log,
-	}
-	fast := worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: 500 * time.Millisecond, GiveUpAfter: 20 * time.Second, Jitter: 0.1}
-	wcfg := worker.Config{
-		Concurrency:       8,
-		Retry:             fast,
-		CallbackRetry:     fast,
-		ShutdownTimeout:   2 * time.Second,
-		Callback:          worker.CallbackConfig{Secret: secret, Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
-		SchedulerInterval: 50 * time.Millisecond,
-		PollInterval:      20 * time.Millisecond,
-		Logger:            log,
-	}
-	if mutate != nil {
-		mutate(&wcfg, &vcfg)
-	}
-	v, err := validator.New(vcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(f.rdb, v, wcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
-	return w
+	return workertest.Start(t, f.rdb, workertest.Options{SMTPPort: f.smtp.Port(), DNS: f.dns.Addr(), Log: log,
+		LimiterPrefix: "test:rl:", CallbackSecret: secret,
+		Adjust: func(wc *worker.Config, vc *validator.Config) {
+			vc.DNS.Timeout = 300 * time.Millisecond
+			fast := worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: 500 * time.Millisecond, GiveUpAfter: 20 * time.Second, Jitter: 0.1}
+			wc.Retry, wc.CallbackRetry = fast, fast
+			if mutate != nil {
+				mutate(wc, vc)
+			}
+		}})
 }
 
 func (f *faultWorld) enqueue(t *testing.T, addr, callbackURL string) string {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -26,6 +25,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/dnstest"
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
+	"github.com/mxprobe/mxprobe/internal/testenv/workertest"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
@@ -109,61 +109,24 @@ func (b *bundle) startWorker(t *testing.T, o setupOpts) *worker.Worker {
 	t.Helper()
 	e := b.env()
 	e.Limit, e.Retry, e.CBRetry, e.CommandTimeout = o.limit, o.retry, o.cbRetry, o.commandTimeout
-	w, err := newWorker(e, b.rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
-	return w
+	return workertest.Start(t, b.rdb, e.options())
 }
 
-func newWorker(e workerEnv, rdb redis.UniversalClient) (*worker.Worker, error) {
-	lcfg := ratelimit.DefaultConfig()
-	lcfg.Prefix = "test:rl:"
-	lcfg.Default = ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 20}
-	if e.Limit != (ratelimit.Limit{}) {
-		lcfg.Default = e.Limit
-	}
-	limiter, err := ratelimit.New(rdb, lcfg)
-	if err != nil {
-		return nil, err
-	}
-	log := slog.New(slog.DiscardHandler)
-	cmdTimeout := 10 * time.Second
-	if e.CommandTimeout > 0 {
-		cmdTimeout = e.CommandTimeout
-	}
-	v, err := validator.New(validator.Config{
-		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: e.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: cmdTimeout, CatchAllProbe: false},
-		DNS:          validator.DNSConfig{Servers: []string{e.DNS}, AllowPrivate: true, Timeout: 2 * time.Second},
-		Gate:         worker.NewGate(limiter, "test", log),
-		ProviderFunc: limiter.Group,
-	})
-	if err != nil {
-		return nil, err
-	}
-	retry := e.Retry
-	if retry == (worker.RetryPolicy{}) {
-		retry = worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1}
-	}
-	cbRetry := e.CBRetry
-	if cbRetry == (worker.RetryPolicy{}) {
-		cbRetry = worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: time.Second, GiveUpAfter: 10 * time.Second, Jitter: 0.1}
-	}
-	return worker.New(rdb, v, worker.Config{
-		Concurrency:       8,
-		Retry:             retry,
-		CallbackRetry:     cbRetry,
-		ShutdownTimeout:   2 * time.Second,
-		Callback:          worker.CallbackConfig{Secret: secret, Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
-		SchedulerInterval: 50 * time.Millisecond,
-		PollInterval:      20 * time.Millisecond,
-		Logger:            log,
-	})
+// options builds the worker these tests run, in this process or a child.
+func (e workerEnv) options() workertest.Options {
+	return workertest.Options{SMTPPort: e.SMTPPort, DNS: e.DNS, Limit: e.Limit,
+		LimiterPrefix: "test:rl:", CallbackSecret: secret,
+		Adjust: func(wc *worker.Config, vc *validator.Config) {
+			if e.Retry != (worker.RetryPolicy{}) {
+				wc.Retry = e.Retry
+			}
+			if e.CBRetry != (worker.RetryPolicy{}) {
+				wc.CallbackRetry = e.CBRetry
+			}
+			if e.CommandTimeout > 0 {
+				vc.Probe.CommandTimeout = e.CommandTimeout
+			}
+		}}
 }
 
 // receiver is a callback endpoint that verifies signatures and records
@@ -494,7 +457,7 @@ func TestShutdownDrainLosesNothing(t *testing.T) {
 			return nil
 		},
 	}})
-	w1, err := newWorker(b.env(), b.rdb)
+	w1, err := workertest.New(b.rdb, b.env().options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +500,7 @@ func runChildWorker() {
 	if err != nil {
 		os.Exit(2)
 	}
-	w, err := newWorker(e, redis.NewClient(opt))
+	w, err := workertest.New(redis.NewClient(opt), e.options())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
