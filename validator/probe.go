@@ -750,12 +750,17 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			keep = reply.Code != 421 && res.Outcome.Action != ActionCoolDown && res.Outcome.Action != ActionNewSession
 			if reply.Code/100 != 2 {
 				s.rejects++
-				if wantCatchAll && !known && res.Outcome.Verdict == Invalid && res.Outcome.Reason == ReasonMailboxNotFound {
-					// "No such mailbox" for a real candidate proves the
-					// domain does not accept everything: remembered, it
-					// spares the domain's next accepted address the random
-					// RCPT, a certain refusal that counts toward harvest
-					// limits (smtp-probing.md §3).
+				if wantCatchAll && !known && res.Outcome.Reason == ReasonMailboxNotFound && reply.Code == 550 && reply.Enhanced == "5.1.1" {
+					// "550 5.1.1 no such mailbox" for a real candidate
+					// proves the domain does not accept everything:
+					// remembered, it spares the domain's next accepted
+					// address the random RCPT, a certain refusal that
+					// counts toward harvest limits (smtp-probing.md §3).
+					// Only that exact answer: catch-all servers still
+					// refuse local parts they cannot parse (5.1.3), moved
+					// users (5.1.6) or blocked ones, which a candidate's
+					// user-supplied local part can hit and the random
+					// probe's never does.
 					p.catchAllCache.SetCatchAll(ctx, domain, false)
 				}
 				return res, false, keep, false

@@ -131,10 +131,11 @@ func TestParkedSessionThatSpokeIsDropped(t *testing.T) {
 	}
 }
 
-// A "no such mailbox" for a real candidate proves the domain is not a
-// catch-all: the domain's next accepted address is answered without the
-// random RCPT (a certain refusal that counts toward harvest limits). Other
-// refusals prove nothing and the random RCPT is still sent.
+// A "550 5.1.1 no such mailbox" for a real candidate proves the domain is
+// not a catch-all: the domain's next accepted address is answered without
+// the random RCPT (a certain refusal that counts toward harvest limits).
+// Other refusals, even ones classified mailbox_not_found, prove nothing:
+// catch-all servers refuse bad syntax, moved or blocked users too.
 func TestMailboxNotFoundProvesNotCatchAll(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -144,6 +145,10 @@ func TestMailboxNotFoundProvesNotCatchAll(t *testing.T) {
 	}{
 		{"550 5.1.1 user unknown", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table"}, false},
 		{"550 5.7.1 policy refusal", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Recipient address rejected: Access denied"}, true},
+		// Catch-all servers refuse these for particular local parts too.
+		{"501 5.1.3 bad address syntax", &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}, true},
+		{"550 5.1.6 user moved", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 6}, Message: "Recipient address rejected: user has moved"}, true},
+		{"550 without an enhanced code", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.NoEnhancedCode, Message: "Recipient address rejected: User unknown"}, true},
 		{"552 too many recipients", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 5, 3}, Message: "Too many recipients"}, true},
 	}
 	for _, tt := range tests {
