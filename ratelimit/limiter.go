@@ -126,7 +126,9 @@ func (le *Lease) Extend(ctx context.Context) error {
 // (issue 7: a pooled session serving ten addresses in a second renews
 // nothing). It reports whether it went to Redis. A lease that is not due is
 // assumed alive: it can only have been lost to expiry, which is three
-// quarters of a TTL away, or to Redis losing its data.
+// quarters of a TTL away, or to Redis losing its data. So a caller must size
+// Config.LeaseTTL so that three quarters of it outlast its longest use
+// between two calls (worker.LeaseTTLFor).
 func (le *Lease) ExtendIfDue(ctx context.Context) (bool, error) {
 	if le.age() < le.l.cfg.LeaseTTL/4 {
 		return false, nil

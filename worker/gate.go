@@ -153,10 +153,11 @@ func (a *admission) Reusable() bool {
 		return false
 	}
 	// A reused session renews its lease once a quarter of the lease's TTL
-	// has passed (2 min by default, so 30 s), so a session handed from
-	// probe to probe never outlives it, while the usual session, ten
-	// addresses in a second or two, costs no Redis round trip per reuse.
-	// A lease already lost (expired, or Redis lost it) ends the session.
+	// has passed, so a session handed from probe to probe never outlives
+	// it, while the usual session, ten addresses in a second or two, costs
+	// no Redis round trip per reuse. Three quarters of the TTL must outlast
+	// one attempt: Config.AttemptTimeout and LeaseTTLFor. A lease already
+	// lost (expired, or Redis lost it) ends the session.
 	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()
 	if _, err := a.lease.ExtendIfDue(ctx); err != nil {

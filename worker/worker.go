@@ -38,6 +38,15 @@ type Config struct {
 	// ShutdownTimeout bounds how long Shutdown lets in-flight probes finish
 	// before returning them to the queue (default 30 s).
 	ShutdownTimeout time.Duration
+	// AttemptTimeout bounds one validation attempt, DNS and SMTP together
+	// (default 3 min, `mxprobe worker --timeout`); it is kept below asynq's
+	// own task timeout and the producer's deadline. A pooled SMTP session
+	// renews its rate-limit lease only once a quarter of the lease's TTL has
+	// passed, so the limiter's LeaseTTL should be at least
+	// (AttemptTimeout + 30 s) × 4/3, as `mxprobe worker` sets it
+	// (LeaseTTLFor): otherwise a slow probe on a reused session can outlive
+	// its lease and let another session in beside it.
+	AttemptTimeout time.Duration
 	// Cache sets how long final results answer later requests.
 	Cache CacheTTL
 	// Prefix namespaces the worker's own Redis keys (default "mxprobe:").
@@ -129,6 +138,12 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 	}
 	if cfg.ShutdownTimeout == 0 {
 		w.cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.AttemptTimeout == 0 {
+		w.cfg.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if w.cfg.AttemptTimeout < 0 {
+		return nil, fmt.Errorf("worker: AttemptTimeout %s: must be positive", cfg.AttemptTimeout)
 	}
 	if cfg.Prefix == "" {
 		w.cfg.Prefix = "mxprobe:"
@@ -392,11 +407,22 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	return w.finishEncoded(ctx, t, p, res, b, task.key != "")
 }
 
-// attemptBound is how long one validation attempt may take: a margin below
-// asynq's per-task timeout and, when the producer set a deadline, not much
-// past it.
+// DefaultAttemptTimeout is Config.AttemptTimeout's default.
+const DefaultAttemptTimeout = 3 * time.Minute
+
+// LeaseTTLFor is the rate-limit lease TTL that covers a probe of up to
+// attempt on a reused session: the lease is renewed only once a quarter of
+// its TTL has passed (ratelimit.Lease.ExtendIfDue), so three quarters of it
+// must outlast the probe, with 30 s to spare.
+func LeaseTTLFor(attempt time.Duration) time.Duration {
+	return (attempt + 30*time.Second) * 4 / 3
+}
+
+// attemptBound is how long one validation attempt may take: AttemptTimeout,
+// a margin below asynq's per-task timeout, and, when the producer set a
+// deadline, not much past it.
 func (w *Worker) attemptBound(p tasks.ValidatePayload) time.Duration {
-	bound := tasks.ValidateTimeout - 30*time.Second
+	bound := min(w.cfg.AttemptTimeout, tasks.ValidateTimeout-30*time.Second)
 	if !p.RespondBy.IsZero() {
 		bound = min(bound, max(p.RespondBy.Sub(w.now()), 5*time.Second))
 	}

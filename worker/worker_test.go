@@ -67,6 +67,8 @@ type setupOpts struct {
 	noWorker bool
 	// commandTimeout overrides the probe's per-command timeout.
 	commandTimeout time.Duration
+	// attemptTimeout overrides worker.Config.AttemptTimeout.
+	attemptTimeout time.Duration
 }
 
 func setup(t *testing.T, o setupOpts) *bundle {
@@ -103,12 +105,14 @@ type workerEnv struct {
 	CBRetry  worker.RetryPolicy
 	// CommandTimeout overrides the probe's per-command timeout (10 s).
 	CommandTimeout time.Duration
+	// AttemptTimeout overrides worker.Config.AttemptTimeout.
+	AttemptTimeout time.Duration
 }
 
 func (b *bundle) startWorker(t *testing.T, o setupOpts) *worker.Worker {
 	t.Helper()
 	e := b.env()
-	e.Limit, e.Retry, e.CBRetry, e.CommandTimeout = o.limit, o.retry, o.cbRetry, o.commandTimeout
+	e.Limit, e.Retry, e.CBRetry, e.CommandTimeout, e.AttemptTimeout = o.limit, o.retry, o.cbRetry, o.commandTimeout, o.attemptTimeout
 	return workertest.Start(t, b.rdb, e.options())
 }
 
@@ -125,6 +129,9 @@ func (e workerEnv) options() workertest.Options {
 			}
 			if e.CommandTimeout > 0 {
 				vc.Probe.CommandTimeout = e.CommandTimeout
+			}
+			if e.AttemptTimeout > 0 {
+				wc.AttemptTimeout = e.AttemptTimeout
 			}
 		}}
 }
@@ -634,6 +641,23 @@ func TestHangingServerEndsAtDeadline(t *testing.T) {
 	}
 	if cb := b.receiver.next(t); cb.TaskID != id || cb.Reason != "timeout" {
 		t.Errorf("callback %+v", cb)
+	}
+}
+
+// Config.AttemptTimeout (`mxprobe worker --timeout`) bounds an attempt
+// against a server that never answers, without any producer deadline: the
+// attempt ends unknown/timeout and is retried, and the last retry is final.
+func TestAttemptTimeoutBoundsAHangingServer(t *testing.T) {
+	t.Parallel()
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	b := setup(t, setupOpts{commandTimeout: 2 * time.Minute, attemptTimeout: 300 * time.Millisecond,
+		retry: worker.RetryPolicy{FirstDelay: 50 * time.Millisecond, Multiplier: 2, MaxDelay: 100 * time.Millisecond, GiveUpAfter: 120 * time.Millisecond, Jitter: 0.01},
+		smtp:  smtptest.Options{RcptFunc: func(string) *smtp.SMTPError { <-hang; return nil }}})
+	id := b.enqueue(t, "max@example.test")
+	st := b.waitFor(t, id, 30*time.Second)
+	if r := st.Result; r.Verdict != tasks.VerdictUnknown || r.Reason != "timeout" || !r.Final || r.Attempts < 2 {
+		t.Fatalf("result %+v, want a final unknown/timeout after retries", r)
 	}
 }
 

@@ -123,8 +123,9 @@ func (f *workerFlags) limiterConfig() (ratelimit.Config, error) {
 		cfg.Providers[strings.ToLower(group)] = l
 	}
 	// A session lease must outlive the longest probe it covers, or a slow
-	// server would let a second session in beside it.
-	cfg.LeaseTTL = max(cfg.LeaseTTL, f.probe.timeout+30*time.Second)
+	// server would let a second session in beside it; a reused session
+	// renews it only after a quarter of its TTL (worker.LeaseTTLFor).
+	cfg.LeaseTTL = max(cfg.LeaseTTL, worker.LeaseTTLFor(f.probe.timeout))
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("rate limits: %v", err)
 	}
@@ -232,6 +233,7 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	wcfg.Concurrency = f.concurrency
 	wcfg.Retry = worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp}
 	wcfg.ShutdownTimeout = f.shutdownTimeout
+	wcfg.AttemptTimeout = f.probe.timeout // --timeout: the whole check of one address
 	wcfg.SchedulerInterval = f.schedInterval
 	wcfg.Cache = worker.CacheTTL{Valid: f.cacheValid, Invalid: f.cacheInvalid, Risky: f.cacheRisky, Unknown: f.cacheUnknown}
 	wcfg.Callback = cbcfg

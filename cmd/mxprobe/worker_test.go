@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -166,4 +167,36 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The limiter's lease covers the longest probe on a reused session: it is
+// renewed only after a quarter of its TTL, so three quarters must outlast
+// --timeout (and the worker bounds each attempt by --timeout).
+func TestLeaseTTLCoversTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		timeout string
+		want    time.Duration
+	}{
+		{"3m", 280 * time.Second}, // (180 s + 30 s) × 4/3
+		{"30s", 2 * time.Minute},  // the limiter's default is longer
+		{"10m", 840 * time.Second},
+	} {
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		var f workerFlags
+		f.register(fs)
+		if err := fs.Parse([]string{"--timeout", tt.timeout}); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.limiterConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.LeaseTTL != tt.want {
+			t.Errorf("--timeout %s: LeaseTTL %s, want %s", tt.timeout, cfg.LeaseTTL, tt.want)
+		}
+		if left := cfg.LeaseTTL * 3 / 4; left < f.probe.timeout {
+			t.Errorf("--timeout %s: a lease three quarters used has %s left, less than a probe may take", tt.timeout, left)
+		}
+	}
 }
