@@ -80,10 +80,12 @@ type Client struct {
 	queue     string
 
 	// The DoneChannel subscription that wakes Waits (nil: polling only).
-	subOnce sync.Once
-	subMu   sync.Mutex
-	sub     *redis.PubSub
-	waiters map[string]map[chan struct{}]struct{} // task id → its Waits
+	subMu       sync.Mutex
+	sub         *redis.PubSub
+	subscribing bool      // a Wait is opening it; the others poll meanwhile
+	subFailed   time.Time // the last failed attempt; the next waits subRetry
+	closed      bool
+	waiters     map[string]map[chan struct{}]struct{} // task id → its Waits
 	// safetyNet is Wait's first and longest poll interval while subscribed.
 	safetyNet [2]time.Duration
 }
@@ -106,6 +108,7 @@ func NewClient(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 		retention: 24 * time.Hour,
 		queue:     QueueDefault,
 		safetyNet: [2]time.Duration{safetyNetFirst, safetyNetMax},
+		waiters:   map[string]map[chan struct{}]struct{}{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -117,8 +120,8 @@ func NewClient(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 // DoneChannel subscription, if a Wait opened one. Waits still running then
 // poll.
 func (c *Client) Close() error {
-	c.subOnce.Do(func() {}) // a Wait after Close does not subscribe
 	c.subMu.Lock()
+	c.closed = true // a Wait after Close does not subscribe
 	ps := c.sub
 	c.sub = nil
 	c.subMu.Unlock()
@@ -425,7 +428,7 @@ const (
 // per Client, opened by the first Wait) and polls besides; where the
 // subscription cannot be opened it polls alone, quickly at first.
 func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
-	woken := c.watch(id)
+	woken := c.watch(ctx, id)
 	defer c.unwatch(id, woken)
 	delay, most := pollFirst, pollMax
 	if woken != nil {
@@ -459,13 +462,31 @@ func (c *Client) Wait(ctx context.Context, id string) (Status, error) {
 	}
 }
 
+// subRetry is how long after a failed subscription the next Wait tries
+// again (Redis down, or SUBSCRIBE refused).
+const subRetry = 30 * time.Second
+
 // watch registers a waiter for id's announcement, opening the Client's
-// subscription on first use. It returns nil when there is no subscription
-// (Wait then polls alone).
-func (c *Client) watch(id string) chan struct{} {
-	c.subOnce.Do(c.subscribe)
+// subscription if none is open (bounded by ctx). It returns nil when there
+// is no subscription: Wait then polls alone.
+func (c *Client) watch(ctx context.Context, id string) chan struct{} {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	if c.sub == nil && !c.subscribing && !c.closed && time.Since(c.subFailed) >= subRetry {
+		c.subscribing = true
+		c.subMu.Unlock()
+		ps := c.subscribe(ctx)
+		c.subMu.Lock()
+		c.subscribing = false
+		switch {
+		case ps == nil:
+			c.subFailed = time.Now()
+		case c.closed:
+			ps.Close()
+		default:
+			c.sub = ps
+		}
+	}
 	if c.sub == nil {
 		return nil
 	}
@@ -489,22 +510,21 @@ func (c *Client) unwatch(id string, ch chan struct{}) {
 	}
 }
 
-// subscribe opens the DoneChannel subscription and waits for Redis to
-// confirm it, so no announcement after the first Wait's Get can be missed
-// for want of a subscriber. On failure Waits poll.
-func (c *Client) subscribe() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+// subscribe opens the DoneChannel subscription and waits (at most 2 s, and
+// not past ctx) for Redis to confirm it, so no announcement after the Wait's
+// first Get can be missed for want of a subscriber. It starts the goroutine
+// that wakes waiters; nil means it failed. go-redis re-subscribes by itself
+// after a dropped connection; announcements in between are lost, which the
+// polling safety net covers.
+func (c *Client) subscribe(ctx context.Context) *redis.PubSub {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	ps := c.rdb.Subscribe(ctx, DoneChannel)
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
-		return
+		return nil
 	}
 	ch := ps.Channel()
-	c.subMu.Lock()
-	c.sub = ps
-	c.waiters = map[string]map[chan struct{}]struct{}{}
-	c.subMu.Unlock()
 	go func() {
 		for m := range ch {
 			c.subMu.Lock()
@@ -517,6 +537,7 @@ func (c *Client) subscribe() {
 			c.subMu.Unlock()
 		}
 	}()
+	return ps
 }
 
 // lostTask recognises asynq's answer for a task hash without a state: what

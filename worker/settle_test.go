@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
 	"github.com/mxprobe/mxprobe/tasks"
@@ -67,46 +68,71 @@ func TestSettleReusesEncodingOnlyWithoutRequesterData(t *testing.T) {
 
 // settle writes the task's asynq result in the same round trip as the cache
 // and the lead, to the key asynq keeps it in: read back through asynq's own
-// Inspector, so a change of asynq's key layout fails here. It also works on
-// a server whose script cache is empty (a fresh or restarted Redis).
+// Inspector, so a change of asynq's key layout fails here. It announces the
+// task on tasks.DoneChannel, with the result already readable. It works on
+// a server whose script cache is empty (a fresh or restarted Redis), and on
+// a Redis Cluster node (where the announcement follows the pipeline).
 func TestSettleWritesTheAsynqResult(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StartServer(t)
-	rdb := srv.Client(t)
-	ctx := context.Background()
-	client := asynq.NewClientFromRedisClient(rdb)
-	info, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeValidate, []byte(`{}`)), asynq.Queue("bulk"), asynq.Retention(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &resultStore{rdb: rdb, prefix: redistest.Prefix(t), ttl: DefaultCacheTTL}
-	for i, flush := range []bool{true, false} {
-		if flush {
-			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+	for _, mode := range []string{"single", "cluster"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var rdb redis.UniversalClient
+			if mode == "cluster" {
+				rdb = redistest.StartCluster(t).ClusterClient(t)
+			} else {
+				rdb = redistest.StartServer(t).Client(t)
+			}
+			ctx := context.Background()
+			sub := rdb.Subscribe(ctx, tasks.DoneChannel)
+			defer sub.Close()
+			if _, err := sub.Receive(ctx); err != nil {
 				t.Fatal(err)
 			}
-		}
-		addr := fmt.Sprintf("a%d@example.test", i)
-		r := tasks.Result{TaskID: info.ID, Final: true, Attempts: 1, Check: tasks.Check{Address: addr, Verdict: tasks.VerdictInvalid, Reason: "mailbox_not_found"}}
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, leader, _, err := s.lookup(ctx, addr, info.ID); err != nil || leader != info.ID {
-			t.Fatalf("lookup: leader %q, %v", leader, err)
-		}
-		if err := s.settle(ctx, addr, info.ID, r, b, taskResult{key: asynqTaskKey("bulk", info.ID), id: info.ID, data: b}); err != nil {
-			t.Fatalf("settle (script flushed %v): %v", flush, err)
-		}
-		ti, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("bulk", info.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(ti.Result) != string(b) {
-			t.Errorf("asynq sees result %q; want %q", ti.Result, b)
-		}
-		if hit, leader, _, err := s.lookup(ctx, addr, "other"); err != nil || hit == nil || hit.Verdict != tasks.VerdictInvalid || leader != "" {
-			t.Errorf("after settle (script flushed %v): hit %v, leader %q, %v; want the cached verdict", flush, hit, leader, err)
-		}
+			announced := sub.Channel()
+			client := asynq.NewClientFromRedisClient(rdb)
+			info, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeValidate, []byte(`{}`)), asynq.Queue("bulk"), asynq.Retention(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &resultStore{rdb: rdb, prefix: redistest.Prefix(t), ttl: DefaultCacheTTL}
+			for i, flush := range []bool{true, false} {
+				if flush {
+					if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				addr := fmt.Sprintf("a%d@example.test", i)
+				r := tasks.Result{TaskID: info.ID, Final: true, Attempts: 1, Check: tasks.Check{Address: addr, Verdict: tasks.VerdictInvalid, Reason: "mailbox_not_found"}}
+				b, err := json.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, leader, _, err := s.lookup(ctx, addr, info.ID); err != nil || leader != info.ID {
+					t.Fatalf("lookup: leader %q, %v", leader, err)
+				}
+				if err := s.settle(ctx, addr, info.ID, r, b, taskResult{key: asynqTaskKey("bulk", info.ID), id: info.ID, data: b}); err != nil {
+					t.Fatalf("settle (script flushed %v): %v", flush, err)
+				}
+				select {
+				case m := <-announced:
+					if m.Payload != info.ID {
+						t.Errorf("announced %q, want %q", m.Payload, info.ID)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("settle did not announce the result")
+				}
+				ti, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("bulk", info.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(ti.Result) != string(b) {
+					t.Errorf("asynq sees result %q; want %q", ti.Result, b)
+				}
+				if hit, leader, _, err := s.lookup(ctx, addr, "other"); err != nil || hit == nil || hit.Verdict != tasks.VerdictInvalid || leader != "" {
+					t.Errorf("after settle (script flushed %v): hit %v, leader %q, %v; want the cached verdict", flush, hit, leader, err)
+				}
+			}
+		})
 	}
 }

@@ -176,8 +176,7 @@ func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.R
 	pipe := s.rdb.Pipeline()
 	settled := settleScript.Eval(ctx, pipe, keys, b, ttl.Milliseconds(), leader)
 	written := pipe.HSet(ctx, task.key, "result", task.data)
-	pipe.Publish(ctx, tasks.DoneChannel, task.id) // after the HSET: a woken Wait finds the result
-	_, _ = pipe.Exec(ctx)
+	execAndAnnounce(ctx, s.rdb, pipe, task.id)
 	if err := written.Err(); err != nil {
 		return fmt.Errorf("writing the task result: %w", err)
 	}
@@ -197,12 +196,27 @@ type taskResult struct {
 func storeFinal(ctx context.Context, rdb redis.UniversalClient, task taskResult) error {
 	pipe := rdb.Pipeline()
 	written := pipe.HSet(ctx, task.key, "result", task.data)
-	pipe.Publish(ctx, tasks.DoneChannel, task.id)
-	_, _ = pipe.Exec(ctx)
+	execAndAnnounce(ctx, rdb, pipe, task.id)
 	if err := written.Err(); err != nil {
 		return fmt.Errorf("writing the task result: %w", err)
 	}
-	return nil // a lost announcement only leaves a waiter to its next poll
+	return nil
+}
+
+// execAndAnnounce runs pipe and publishes id on tasks.DoneChannel after its
+// writes, so a woken Wait finds the result. On one Redis the PUBLISH ends
+// the pipeline (commands run in order: no extra round trip). On a Cluster,
+// go-redis runs each node's share of a pipeline concurrently and the
+// keyless PUBLISH may reach its node first, so it follows the pipeline.
+// A lost announcement only leaves a waiter to its next poll.
+func execAndAnnounce(ctx context.Context, rdb redis.UniversalClient, pipe redis.Pipeliner, id string) {
+	if _, cluster := rdb.(*redis.ClusterClient); cluster {
+		_, _ = pipe.Exec(ctx)
+		rdb.Publish(ctx, tasks.DoneChannel, id)
+		return
+	}
+	pipe.Publish(ctx, tasks.DoneChannel, id)
+	_, _ = pipe.Exec(ctx)
 }
 
 // asynqTaskKey is the hash where asynq keeps a task, whose "result" field
