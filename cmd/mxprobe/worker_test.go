@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -147,15 +149,21 @@ func TestParseLimit(t *testing.T) {
 	}
 }
 
-// freeLoopbackAddr returns 127.0.0.1:port with a port free a moment ago.
+// freeLoopbackAddr returns 127.0.0.1:port with a port free a moment ago,
+// drawn below Linux's ephemeral range, so that no outgoing connection of a
+// parallel test can take it before the command binds it (as one from
+// Listen(":0") could).
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 50 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
 }
 
 // grepLines keeps the lines of s that contain sub.

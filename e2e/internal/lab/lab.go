@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -301,31 +302,26 @@ func readPID(path string) (int, error) {
 
 // FreePort returns a TCP port free on every one of ips at the moment of the
 // call. The prober uses one SMTP port for every MX host, so all listeners
-// must share it. Another process may take the port before the daemon binds
-// it; the daemon then fails to start and says so.
+// must share it. The port is drawn below Linux's ephemeral range (32768 and
+// up by default): a port from that range, as Listen(":0") hands out, can be
+// taken at any moment by some process's outgoing connection, which a port
+// below it never is. Another process may still bind it explicitly before
+// the daemon does; the daemon then fails to start and says so.
 func FreePort(ips ...netip.Addr) (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
+	for range 50 {
+		port := 20000 + rand.IntN(12000)
 		ok := true
 		var held []net.Listener
 		for _, ip := range ips {
-			if ip == netip.MustParseAddr("127.0.0.1") {
-				continue
-			}
-			hl, err := net.Listen("tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+			l, err := net.Listen("tcp", netip.AddrPortFrom(ip, uint16(port)).String())
 			if err != nil {
 				ok = false
 				break
 			}
-			held = append(held, hl)
+			held = append(held, l)
 		}
-		l.Close()
-		for _, hl := range held {
-			hl.Close()
+		for _, l := range held {
+			l.Close()
 		}
 		if ok {
 			return port, nil
