@@ -282,7 +282,10 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		// A payload that does not decode never will: store why, skip retry.
 		res := tasks.Result{TaskID: id, Final: true, Attempts: retried + 1,
 			Check: tasks.Check{Verdict: tasks.VerdictUnknown, Reason: "bad_payload", Error: err.Error(), CheckedAt: w.now().UTC()}}
-		w.writeResult(t, res)
+		if b, merr := json.Marshal(res); merr == nil && t.ResultWriter() != nil {
+			queue, _ := asynq.GetQueueName(ctx)
+			_ = storeFinal(ctx, w.rdb, taskResult{key: asynqTaskKey(queue, id), id: id, data: b}) // final: announced too
+		}
 		log.Error("malformed payload", "err", err)
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}

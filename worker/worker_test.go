@@ -426,10 +426,24 @@ func splitHostPort(u string) (string, string, error) {
 func TestMalformedPayloadIsStoredNotRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{smtp: smtptest.Options{}})
+	sub := b.rdb.Subscribe(t.Context(), tasks.DoneChannel)
+	defer sub.Close()
+	if _, err := sub.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	ac := asynq.NewClientFromRedisClient(b.rdb)
 	info, err := ac.Enqueue(asynq.NewTask(tasks.TypeValidate, []byte(`{"v":99}`)), asynq.MaxRetry(5), asynq.Retention(time.Hour))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its final result is announced like any other, so a Wait ends at once.
+	select {
+	case m := <-sub.Channel():
+		if m.Payload != info.ID {
+			t.Errorf("announced %q, want %q", m.Payload, info.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the bad_payload result was not announced")
 	}
 	for {
 		ti, err := b.insp.GetTaskInfo(info.Queue, info.ID)
