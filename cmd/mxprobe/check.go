@@ -32,15 +32,9 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return exitUsage, err
 	}
-	inputs := fs.Args()
-	if len(inputs) == 0 {
-		return exitUsage, usagef("no address given")
-	}
-	if len(inputs) == 1 && inputs[0] == "-" {
-		var err error
-		if inputs, err = readAddresses(stdin); err != nil {
-			return exitFailure, fmt.Errorf("reading stdin: %w", err)
-		}
+	inputs, code, err := addressArgs(fs, stdin)
+	if err != nil {
+		return code, err
 	}
 	cfg, err := pf.config(func(msg string) { fmt.Fprintf(stderr, "warning: %s\n", msg) })
 	if err != nil {
@@ -64,7 +58,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(tw, "ADDRESS\tVERDICT\tREASON\tMX\tREPLY")
 	}
 	enc := json.NewEncoder(stdout)
-	code := exitOK
+	code = exitOK
 	for _, in := range inputs {
 		actx, cancel := context.WithTimeout(ctx, pf.timeout)
 		res, err := v.Validate(actx, in)
@@ -102,6 +96,27 @@ func worseExit(code int, v validator.Verdict) int {
 		return exitUnsure
 	}
 	return code
+}
+
+// addressArgs returns the addresses a command was given: its arguments, or
+// one per line of stdin for a lone "-". No address is a usage error; a read
+// failure (a line over 64 KiB, say) is an operational one.
+func addressArgs(fs *flag.FlagSet, stdin io.Reader) ([]string, int, error) {
+	inputs := fs.Args()
+	if len(inputs) == 0 {
+		return nil, exitUsage, usagef("no address given")
+	}
+	if len(inputs) == 1 && inputs[0] == "-" {
+		var err error
+		if inputs, err = readAddresses(stdin); err != nil {
+			var ue usageError
+			if errors.As(err, &ue) {
+				return nil, exitUsage, err
+			}
+			return nil, exitFailure, fmt.Errorf("reading stdin: %w", err)
+		}
+	}
+	return inputs, exitOK, nil
 }
 
 func readAddresses(r io.Reader) ([]string, error) {

@@ -179,3 +179,25 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Errorf("check -h: exit %d\n%s", code, out)
 	}
 }
+
+// check and enqueue read stdin the same way: nothing on it is a usage
+// error, an unreadable line (over 64 KiB) an operational one; neither
+// probes nor queues anything.
+func TestStdinInputErrors(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("a", 70*1024) + "@example.test\n"
+	for _, cmd := range [][]string{{"check", "--dns", "127.0.0.1:9"}, {"enqueue", "--redis-url", "redis://127.0.0.1:9/0"}} {
+		for _, tt := range []struct {
+			name, stdin, want string
+			code              int
+		}{
+			{"empty", "# only a comment\n\n", "no address on stdin", exitUsage},
+			{"line over 64 KiB", long, "reading stdin: bufio.Scanner: token too long", exitFailure},
+		} {
+			code, _, errOut := runCmd(t, tt.stdin, append(append([]string{}, cmd...), "-")...)
+			if code != tt.code || !strings.Contains(errOut, tt.want) {
+				t.Errorf("%s, %s: exit %d, stderr %q; want %d and %q", cmd[0], tt.name, code, errOut, tt.code, tt.want)
+			}
+		}
+	}
+}

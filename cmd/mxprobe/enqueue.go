@@ -33,15 +33,9 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		return exitUsage, err
 	}
-	inputs := fs.Args()
-	if len(inputs) == 0 {
-		return exitUsage, usagef("no address given")
-	}
-	if len(inputs) == 1 && inputs[0] == "-" {
-		var err error
-		if inputs, err = readAddresses(stdin); err != nil {
-			return exitUsage, err
-		}
+	inputs, code, err := addressArgs(fs, stdin)
+	if err != nil {
+		return code, err
 	}
 	if *redisURL == "" {
 		return exitUsage, usagef("--redis-url (or MXPROBE_REDIS_URL) is required")
@@ -72,7 +66,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 
 	type enqueued struct{ input, id string }
 	var ids []enqueued
-	code := exitOK
+	code = exitOK
 	for _, in := range inputs {
 		id, err := c.Enqueue(ctx, tasks.Request{Address: in, CallbackURL: *callback, Metadata: json.RawMessage(*metadata)}, opts...)
 		if err != nil {
