@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"slices"
 	"net/http"
 	"strconv"
 	"strings"
@@ -101,6 +102,12 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	if queue == "" {
 		queue = s.cfg.BatchQueue
 	}
+	if !slices.Contains(tasks.Queues, queue) {
+		// Checked before any row is queued: it would refuse every row.
+		writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "queue",
+			fmt.Sprintf("queue %q: want one of %s", queue, strings.Join(tasks.Queues, ", ")))
+		return
+	}
 	opts := []tasks.Option{tasks.Queue(queue)}
 	if b, _ := strconv.ParseBool(q.Get("no_dedupe")); b {
 		opts = append(opts, tasks.NoDedupe())
@@ -145,16 +152,16 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	stored, failed := s.enqueueRows(r.Context(), rows, opts)
 	if failed != nil {
-		var re *tasks.RequestError
-		if errors.As(failed, &re) && re.Field == "queue" {
-			writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "queue", re.Error())
-			return
+		// Redis failed part-way. The rows already queued will run, so the
+		// batch is still recorded with them, and every row not queued is
+		// reported as rejected with a reason to submit it again: the
+		// client learns exactly what was accepted, nothing runs unseen.
+		logger(r.Context()).Warn("batch enqueue failed part-way; unqueued rows reported as rejected", "err", failed)
+		for i := range stored {
+			if stored[i].TaskID == "" && stored[i].Error == "" {
+				stored[i].Error = "not queued: the queue became unavailable; submit this row again"
+			}
 		}
-		// Tasks queued before the failure still run; without a batch
-		// record they are simply not reported here.
-		logger(r.Context()).Warn("batch enqueue failed", "err", failed)
-		writeUnavailable(w)
-		return
 	}
 	id := newBatchID()
 	resp := batchResponse{ID: id, StatusURL: "/v1/batches/" + id, ResultsURL: "/v1/batches/" + id + "/results", Rejected: []rejectedRow{}}
@@ -176,7 +183,26 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	pipe.Expire(r.Context(), key+":rows", s.cfg.Retention)
 	if _, err := pipe.Exec(r.Context()); err != nil {
 		logger(r.Context()).Warn("storing batch failed", "err", err)
-		writeUnavailable(w)
+		// Without a record the client cannot follow the rows already
+		// queued: take them back (best effort, Redis may still be away)
+		// so that the 503 is true, and say so when some stay.
+		left := 0
+		for _, sr := range stored {
+			if sr.TaskID == "" {
+				continue
+			}
+			if q, _, ok := strings.Cut(sr.TaskID, "_"); !ok || s.insp.DeleteTask(q, sr.TaskID) != nil {
+				left++
+				logger(r.Context()).Warn("batch not recorded; its queued row will still run", "task_id", sr.TaskID, "line", sr.Line)
+			}
+		}
+		if left == 0 {
+			writeUnavailable(w)
+			return
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(unavailableRetry))
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, fmt.Sprintf(
+			"the queue is unavailable; the batch was not recorded, but %d of its rows were queued and will run (their task ids are in the server log)", left))
 		return
 	}
 	logger(r.Context()).Info("batch accepted", "batch_id", id, "accepted", resp.Accepted, "rejected", len(resp.Rejected))
@@ -186,7 +212,8 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 
 // enqueueRows queues every good row, in parallel, keeping input order. A row
 // the tasks package refuses (bad address, callback URL…) is recorded as
-// rejected; any other error (Redis) aborts.
+// rejected; any other error (Redis) stops the feeding and is returned with
+// the rows as far as they got (TaskID set for each row queued).
 func (s *Server) enqueueRows(ctx context.Context, rows []parsedRow, opts []tasks.Option) ([]storedRow, error) {
 	out := make([]storedRow, len(rows))
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -210,7 +237,7 @@ func (s *Server) enqueueRows(ctx context.Context, rows []parsedRow, opts []tasks
 				switch {
 				case err == nil:
 					out[i].TaskID = id
-				case errors.As(err, &re) && re.Field != "queue":
+				case errors.As(err, &re):
 					out[i].Error, out[i].Field = re.Error(), re.Field
 				default:
 					cancel(err)
@@ -228,10 +255,12 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
+	for i := range out {
+		if out[i].Line == 0 && out[i].Input == "" { // never reached: fed no worker
+			out[i] = storedRow{Line: rows[i].line, Input: rows[i].input}
+		}
 	}
-	return out, nil
+	return out, context.Cause(ctx)
 }
 
 // parseRowValue reads one JSON row: a string (the address) or an object.
