@@ -764,6 +764,12 @@ func (r *DNSResolver) refuse(a netip.Addr) string {
 	if r.allowPrivate {
 		return ""
 	}
+	return refusedAddr(a)
+}
+
+// refusedAddr says why a is not a public unicast address we may dial, ""
+// when it is: the one filter for MX addresses and address literals.
+func refusedAddr(a netip.Addr) string {
 	switch {
 	case a.IsUnspecified():
 		return "unspecified"

@@ -586,7 +586,11 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 		r := errResult(stage, h.Name, netip.Addr{}, err)
 		// Before RCPT the host said nothing about the mailbox: a broken
 		// connection there is a connection failure (§1.1 "try at least two").
-		return r, stage != StageRcpt && stage != StageCatchAll, false, reused
+		// On a reused session a closed or reset connection is a parked
+		// session the server dropped: stale, asked again on a new one. A
+		// timeout is not: the server is slow or tarpitting, and asking
+		// again would double the load it is pushing back on.
+		return r, stage != StageRcpt && stage != StageCatchAll, false, reused && !isTimeout(err)
 	}
 	// A refusal before RCPT closes the session: any 4yz or 5yz there, and
 	// above all 421, means the server wants no more of this conversation.
@@ -705,7 +709,13 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 		}
 		// Every reply is read and checked, in order (RFC 2920 §3.1), even
 		// after a refusal: the server answers each command of the group.
+		// QUIT's is not awaited, as in quit(): the RCPT reply before it is
+		// the answer, and a server that drops or stalls the 221 must not
+		// turn it into a connection failure.
 		for _, st := range steps {
+			if st.stage == StageQuit {
+				break
+			}
 			reply, err := c.readReply(st.stage)
 			if err != nil {
 				return ioFail(st.stage, err)
@@ -732,11 +742,16 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			if reply.Code != 250 {
 				// RSET cannot fail on a healthy session (RFC 5321 §4.1.1.5
 				// "MUST send a 250"); the server gave up on this one.
-				// A reply is an answer, not a stale session: report it (a
-				// 421 "try again later" must open the cool-down) rather
-				// than redial the same host at once.
+				// A 421 or a throttling reply is an answer about us:
+				// report it (the cool-down must open) rather than redial
+				// the same host at once. Anything else (a 502, say) says
+				// nothing about the address, which was never asked: the
+				// session is dropped and the address asked on a new one.
 				r, move, _, _ := replied(StageRset, reply)
-				return r, move, false, false
+				if reply.Code == 421 || r.Outcome.Action == ActionCoolDown {
+					return r, move, false, false
+				}
+				return r, false, false, true
 			}
 		case StageMail:
 			if reply.Code/100 != 2 {

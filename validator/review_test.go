@@ -2,6 +2,7 @@ package validator
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -226,5 +227,93 @@ func TestPanicMidConversationReleasesTheSession(t *testing.T) {
 	}
 	if n := p.pool.parked(); n != 0 {
 		t.Errorf("%d sessions parked after a panic; want none", n)
+	}
+}
+
+// With pipelining, QUIT goes in the last RCPT's group; a server that
+// answers the RCPT and then closes without its 221 must not turn the
+// answer into a connection failure (which moved on to the next MX, whose
+// accept-everything answer came back as valid).
+func TestPipelinedQuitWithout221KeepsTheAnswer(t *testing.T) {
+	t.Parallel()
+	second := smtptest.Start(t, smtptest.Options{Listen: netip.AddrPortFrom(loopback2, 0)})
+	fake := smtptest.StartScript(t, `
+		< 220 mx.example.com ESMTP
+		> EHLO *
+		< 250-mx.example.com
+		< 250 PIPELINING
+		> MAIL FROM:<*>
+		> RCPT TO:<*>
+		> QUIT
+		< 250 2.1.0 Ok
+		< 550 5.1.1 <alice@example.com>: Recipient address rejected: User unknown
+		! close`, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), second.Addr().Port()))
+	p := newTestProber(t, fake.Port(), nil, func(c *ProbeConfig) {
+		c.Pipelining, c.Pool.Disabled, c.CatchAllProbe = true, true, false
+	})
+	got := p.Probe(t.Context(), mxSet(fake.Addr().Addr(), loopback2), "alice@example.com", false)
+	if got.Outcome.Verdict != Invalid || got.Outcome.Reason != ReasonMailboxNotFound || second.Conns() != 0 {
+		t.Errorf("got %s/%s from %s (err %v), backup MX asked %d times; want the first MX's invalid and no second host",
+			got.Outcome.Verdict, got.Outcome.Reason, got.Host, got.Err, second.Conns())
+	}
+}
+
+// A reused session that times out after the RCPT was sent is a slow or
+// tarpitting server, not a stale session: the address is not asked again
+// on a new connection (that doubles the load it pushes back on); the
+// attempt ends unknown/timeout, retryable.
+func TestReusedSessionTimeoutIsNotReasked(t *testing.T) {
+	t.Parallel()
+	f := smtptest.StartScript(t, `
+< 220 mx.example.com ESMTP
+> EHLO *
+< 250 mx.example.com
+> MAIL FROM:<*>
+< 250 2.1.0 Ok
+> RCPT TO:<*>
+< 250 2.1.5 Ok
+> RCPT TO:<*>
+! hang
+`)
+	g := newCountingGate()
+	p := poolProber(t, f.Port(), g, func(c *ProbeConfig) { c.CommandTimeout = 300 * time.Millisecond })
+	if got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "alice@a.example", false); got.Outcome.Verdict != Valid {
+		t.Fatalf("first probe %+v", got.Outcome)
+	}
+	got := p.Probe(t.Context(), mxSet(f.Addr().Addr()), "bob@a.example", false)
+	admitted, _ := g.counts()
+	if got.Outcome.Verdict != Unknown || got.Outcome.Reason != ReasonTimeout || !got.Outcome.Retryable || f.Conns() != 1 || admitted != 1 {
+		t.Errorf("got %s/%s retryable %v, %d connections, %d admissions; want unknown/timeout on the one session",
+			got.Outcome.Verdict, got.Outcome.Reason, got.Outcome.Retryable, f.Conns(), admitted)
+	}
+}
+
+// A reused session whose RSET is refused with anything but a 421 or a
+// throttle (here 502) is dropped, and the address, never asked, is asked
+// on a new session: no final answer comes from a refused RSET.
+func TestRsetRefusalAsksOnANewSession(t *testing.T) {
+	t.Parallel()
+	// Every connection plays this: the first takes alice and refuses the
+	// RSET before bob; the second takes bob ("> *" is then its QUIT).
+	f := smtptest.StartScript(t, `
+< 220 mx.example.com ESMTP
+> EHLO *
+< 250 mx.example.com
+> MAIL FROM:<*>
+< 250 2.1.0 Ok
+> RCPT TO:<*>
+< 250 2.1.5 Ok
+> *
+< 502 5.5.2 Error: command not recognized
+! close
+`)
+	p := poolProber(t, f.Port(), newCountingGate(), nil)
+	mx := mxSet(f.Addr().Addr())
+	if got := p.Probe(t.Context(), mx, "alice@a.example", false); got.Outcome.Verdict != Valid {
+		t.Fatalf("alice: %+v", got.Outcome)
+	}
+	got := p.Probe(t.Context(), mx, "bob@b.example", false)
+	if got.Outcome.Verdict != Valid || f.Conns() != 2 {
+		t.Errorf("bob: %s/%s after a refused RSET, %d connections; want valid, asked on a second session", got.Outcome.Verdict, got.Outcome.Reason, f.Conns())
 	}
 }

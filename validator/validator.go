@@ -252,14 +252,10 @@ func (v *Validator) mailHosts(ctx context.Context, a address.Address) (MXSet, er
 		return v.resolver.ResolveMX(ctx, a.Domain)
 	}
 	ip := a.Literal.Unmap()
-	if !v.cfg.DNS.AllowPrivate && !isPublicAddr(ip) {
-		return MXSet{}, fmt.Errorf("address literal %s is not a public address: %w", ip, ErrNoMailHost)
+	if why := refusedAddr(ip); why != "" && !v.cfg.DNS.AllowPrivate {
+		return MXSet{}, fmt.Errorf("address literal %s is not a public address (%s): %w", ip, why, ErrNoMailHost)
 	}
 	return MXSet{Domain: a.Domain, Implicit: true, Hosts: []MXHost{{Name: a.Domain, Addrs: []netip.Addr{ip}}}}, nil
-}
-
-func isPublicAddr(ip netip.Addr) bool {
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast()
 }
 
 // Check is Validate for callers that only want to know "is it fine?": nil for

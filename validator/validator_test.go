@@ -200,6 +200,27 @@ func TestGateRefusalIsAnOperationalError(t *testing.T) {
 	}
 }
 
+// Address literals pass the same filter as MX addresses: every range that
+// is not public unicast is refused before any connection (NoSMTP keeps a
+// regression from dialling off loopback: it would show as smtp_skipped).
+func TestAddressLiteralSpecialRanges(t *testing.T) {
+	t.Parallel()
+	v, err := validator.New(validator.Config{NoSMTP: true, DNS: validator.DNSConfig{Servers: []string{"127.0.0.1:9"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{"a@[10.0.0.1]", "a@[100.64.0.1]", "a@[198.18.0.1]", "a@[240.0.0.1]", "a@[0.1.2.3]",
+		"a@[169.254.1.1]", "a@[IPv6:64:ff9b::a00:1]", "a@[IPv6:fec0::1]", "a@[IPv6:fd00::1]", "a@[IPv6:::1]"} {
+		res, err := v.Validate(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Verdict != validator.Invalid || res.Reason != validator.ReasonNoMX {
+			t.Errorf("%s: %s/%s (%s), want invalid/no_mx: not a public address", in, res.Verdict, res.Reason, res.Error)
+		}
+	}
+}
+
 func TestAddressLiteralPolicy(t *testing.T) {
 	t.Parallel()
 	strict := newWorld(t, smtptest.Options{}, func(c *validator.Config) { c.DNS.AllowPrivate = false })
