@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/mxprobe/mxprobe/internal/redact"
 )
 
 // ProbeConfig configures the SMTP conversation. Zero values select the
@@ -262,7 +264,7 @@ func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
 	if cfg.ProxyURL != "" {
 		u, err := url.Parse(cfg.ProxyURL)
 		if err != nil {
-			return nil, fmt.Errorf("probe: ProxyURL: %w", urlErrorCause(err))
+			return nil, fmt.Errorf("probe: ProxyURL: %w", redact.URLError(err))
 		}
 		if u.Scheme != "socks5" && u.Scheme != "socks5h" {
 			return nil, fmt.Errorf("probe: ProxyURL scheme %q: only socks5:// carries SMTP", u.Scheme)

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/mxprobe/mxprobe/internal/redact"
 )
 
 // Updater defaults.
@@ -184,7 +186,7 @@ func (u *Updater) refreshLocked(ctx context.Context) (bool, error) {
 	}
 	fail := func(err error) (bool, error) {
 		u.failedAt = u.clock()
-		return false, fmt.Errorf("disposable list update from %s: %w", u.URL, err)
+		return false, fmt.Errorf("disposable list update from %s: %w", redact.URL(u.URL), err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.URL, nil)
 	if err != nil {
@@ -218,7 +220,7 @@ func (u *Updater) refreshLocked(ctx context.Context) (bool, error) {
 		if err := u.writeMeta(); err != nil {
 			return false, fmt.Errorf("disposable list cache: %w", err)
 		}
-		u.logger().LogAttrs(ctx, slog.LevelDebug, "disposable list not modified", slog.String("url", u.URL))
+		u.logger().LogAttrs(ctx, slog.LevelDebug, "disposable list not modified", slog.String("url", redact.URL(u.URL)))
 		return false, nil
 	case http.StatusOK:
 	default:
@@ -259,7 +261,7 @@ func (u *Updater) refreshLocked(ctx context.Context) (bool, error) {
 	u.failedAt = time.Time{}
 	if changed {
 		u.logger().LogAttrs(ctx, slog.LevelInfo, "disposable list updated",
-			slog.String("url", u.URL), slog.Int("domains", u.List.Len()))
+			slog.String("url", redact.URL(u.URL)), slog.Int("domains", u.List.Len()))
 	}
 	if err := u.writeCache(body, oldSum != u.meta.SHA256); err != nil {
 		return changed, fmt.Errorf("disposable list cache: %w", err)

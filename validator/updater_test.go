@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -239,6 +241,29 @@ func TestUpdaterKeepsOldListOnBadDownload(t *testing.T) {
 				t.Errorf("NextCheck = %v, want a retry after %v", next, defaultRetryInterval)
 			}
 		})
+	}
+}
+
+// A list URL with credentials (a private mirror) never shows its password
+// in the update error or the updater's logs.
+func TestUpdaterHidesURLPassword(t *testing.T) {
+	t.Parallel()
+	b := setupUpdater(t, newBody, "")
+	b.srv.set(newBody, "", http.StatusInternalServerError)
+	u, err := url.Parse(b.u.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("mirror", "s3cret-pw")
+	b.u.URL = u.String()
+	var logs strings.Builder
+	b.u.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, err = b.u.Refresh(t.Context())
+	if err == nil || strings.Contains(err.Error(), "s3cret-pw") || !strings.Contains(err.Error(), "mirror:xxxxx@") {
+		t.Errorf("Refresh error %v: want it to name the URL without its password", err)
+	}
+	if strings.Contains(logs.String(), "s3cret-pw") {
+		t.Errorf("logs show the password:\n%s", logs.String())
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mxprobe/mxprobe/internal/redact"
 )
 
 // openRedis connects to the Redis named by rawURL:
@@ -28,7 +30,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis at %s does not answer: %w", redactURL(rawURL), err)
+		return nil, fmt.Errorf("redis at %s does not answer: %w", redact.URL(rawURL), err)
 	}
 	return rdb, nil
 }
@@ -36,7 +38,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 func redisClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, usagef("redis URL: %v", urlErrorCause(err))
+		return nil, usagef("redis URL: %v", redact.URLError(err))
 	}
 	password, _ := u.User.Password()
 	username := u.User.Username()
@@ -45,7 +47,7 @@ func redisClient(rawURL string) (redis.UniversalClient, error) {
 	case "redis", "rediss", "unix":
 		opt, err := redis.ParseURL(rawURL)
 		if err != nil {
-			return nil, usagef("redis URL %s: %v", redactURL(rawURL), urlErrorCause(err))
+			return nil, usagef("redis URL %s: %v", redact.URL(rawURL), redact.URLError(err))
 		}
 		return redis.NewClient(opt), nil
 	case "redis-sentinel":
@@ -68,13 +70,4 @@ func redisClient(rawURL string) (redis.UniversalClient, error) {
 		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: hosts, Username: username, Password: password}), nil
 	}
 	return nil, usagef("redis URL scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
-}
-
-// redactURL hides the password of a Redis URL for messages and logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }

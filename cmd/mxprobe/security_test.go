@@ -111,6 +111,8 @@ func TestRedisURLErrorsHideThePassword(t *testing.T) {
 		{name: "wrong password", url: "redis://:" + pw + "@" + srv.Addr() + "/0"},
 		{name: "nobody listening", url: "redis://:" + pw + "@" + smtptest.ClosedPort(t).String() + "/0"},
 		{name: "sentinel with bad port", url: "redis-sentinel://:" + pw + "@127.0.0.1:x/master"},
+		{name: "password typed as a port", url: "redis://127.0.0.1:6379:" + pw},
+		{name: "unescaped slash in the password", url: "redis://:ab/" + pw + "@127.0.0.1:6379/0"},
 	}
 	for _, tt := range tests {
 		for _, cmd := range []string{"worker", "enqueue"} {

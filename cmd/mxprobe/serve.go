@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/api"
+	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/web"
 )
@@ -119,7 +120,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if rdb, err = openRedis(ctx, f.redisURL); err != nil {
 			return exitFailure, err
 		}
-		log.Info("using redis", "url", redactURL(f.redisURL))
+		log.Info("using redis", "url", redact.URL(f.redisURL))
 	}
 	defer rdb.Close()
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/validator"
 	"github.com/mxprobe/mxprobe/worker"
@@ -190,7 +191,7 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	case f.probe.source != "":
 		egress = f.probe.source
 	case f.probe.proxy != "":
-		egress = "proxy:" + redactURL(f.probe.proxy)
+		egress = "proxy:" + redact.URL(f.probe.proxy)
 	default:
 		egress = "default"
 	}
@@ -302,7 +303,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := bw.start(ctx); err != nil {
 		return exitFailure, fmt.Errorf("starting worker: %w", err)
 	}
-	log.Info("worker started", "redis", redactURL(*redisURL), "concurrency", f.concurrency)
+	log.Info("worker started", "redis", redact.URL(*redisURL), "concurrency", f.concurrency)
 	serveErr := make(chan error, 1)
 	if msrv != nil {
 		go func() { serveErr <- msrv.Serve(mln) }()
