@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/validator/address"
 )
 
@@ -216,7 +219,7 @@ func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 			return p, &RequestError{Field: "metadata", Reason: fmt.Sprintf("larger than %d bytes", MaxMetadataBytes)}
 		}
 		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(req.Metadata, &obj); err != nil {
+		if err := json.Unmarshal(req.Metadata, &obj); err != nil || obj == nil { // null decodes to a nil map
 			return p, &RequestError{Field: "metadata", Reason: "must be a JSON object", Err: err}
 		}
 		m, err := encodedJSON(req.Metadata)
@@ -248,24 +251,104 @@ func validQueue(q string) bool {
 // loopback, private or link-local addresses) is decided by the worker when it
 // dials, after DNS, where it cannot be fooled by a name that resolves late.
 func CheckCallbackURL(raw string) error {
-	if len(raw) > 2048 {
-		return errors.New("longer than 2048 characters")
+	_, err := ParseCallbackURL(raw)
+	return err
+}
+
+// MaxCallbackURLLength caps a callback URL; it is stored in every task.
+const MaxCallbackURLLength = 2048
+
+// refusedPorts are ports no HTTP receiver listens on and where a POST could
+// talk to something else (mail submission, Redis, memcached).
+var refusedPorts = map[int]bool{25: true, 465: true, 587: true, 6379: true, 11211: true}
+
+// ParseCallbackURL applies the syntax rules of a callback URL, the same at
+// enqueue and at delivery (so a URL accepted here is never refused later
+// for its form): http or https, at most MaxCallbackURLLength bytes, no
+// spaces, controls or raw non-ASCII (A-label hosts), no credentials or
+// fragment, a host that is an IP address or a DNS name (not a numeric IPv4
+// form such as "2130706433"), and a port in range that is not a mail or
+// database port. Which addresses may be reached (loopback, private) is the
+// worker's policy, checked again when it dials.
+func ParseCallbackURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("empty")
+	}
+	if len(raw) > MaxCallbackURLLength {
+		return nil, fmt.Errorf("longer than %d bytes", MaxCallbackURLLength)
+	}
+	for i := 0; i < len(raw); i++ {
+		// Spaces and controls must be percent-encoded; raw non-ASCII hosts
+		// must be given in their A-label (xn--) form.
+		if c := raw[i]; c <= ' ' || c >= 0x7f {
+			return nil, fmt.Errorf("byte %#02x at %d: percent-encode it (or use the xn-- form of the host)", c, i)
+		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("not a URL: %v", err)
+		return nil, fmt.Errorf("not a URL: %v", redact.URLError(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("scheme %q: only http and https are allowed", u.Scheme)
+		return nil, fmt.Errorf("scheme %q: only http and https are allowed", u.Scheme)
 	}
-	if u.Host == "" || u.Hostname() == "" {
-		return errors.New("no host")
+	if u.Opaque != "" {
+		return nil, errors.New("not a hierarchical URL")
 	}
 	if u.User != nil {
-		return errors.New("credentials in the URL are not allowed; use the signature to authenticate")
+		// Credentials would be logged with the URL, and "https://good@evil"
+		// is a classic way to mislead a reader.
+		return nil, errors.New("credentials in the URL are not allowed; use the signature to authenticate")
 	}
 	if u.Fragment != "" {
-		return errors.New("fragments are not sent to servers")
+		return nil, errors.New("fragments are not sent to servers")
+	}
+	host := u.Hostname()
+	if host == "" {
+		return nil, errors.New("no host")
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("port %q", port)
+		}
+		if refusedPorts[n] {
+			return nil, fmt.Errorf("port %d is not an HTTP port", n)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return nil, errors.New("empty port")
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		if err := checkHostName(host); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// checkHostName accepts DNS host names (letters, digits, '-', '_' in labels
+// of 1–63 bytes, at most 253 bytes). It refuses names whose last label is
+// numeric or hex: "2130706433", "127.1" and "0x7f.1" are not names but IPv4
+// addresses in forms some resolvers (inet_aton) accept.
+func checkHostName(host string) error {
+	name := strings.TrimSuffix(host, ".")
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("host name %q: bad length", host)
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return fmt.Errorf("host name %q: empty or over-long label", host)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("host name %q: character %q", host, c)
+			}
+		}
+	}
+	last := strings.ToLower(labels[len(labels)-1])
+	if _, err := strconv.ParseUint(last, 0, 64); err == nil || strings.HasPrefix(last, "0x") {
+		return fmt.Errorf("host %q: looks like a numeric IPv4 form", host)
 	}
 	return nil
 }

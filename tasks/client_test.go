@@ -78,6 +78,14 @@ func TestEnqueueRefusesBadRequests(t *testing.T) {
 		{"ftp callback", tasks.Request{Address: "a@example.com", CallbackURL: "ftp://x/y"}, nil, "callback_url"},
 		{"callback with credentials", tasks.Request{Address: "a@example.com", CallbackURL: "https://u:p@x.com/"}, nil, "callback_url"},
 		{"callback without host", tasks.Request{Address: "a@example.com", CallbackURL: "https:///path"}, nil, "callback_url"},
+		// Forms the worker would refuse at delivery are refused here, so no
+		// accepted request has a callback that can never be delivered.
+		{"callback to a mail port", tasks.Request{Address: "a@example.com", CallbackURL: "http://example.com:25/"}, nil, "callback_url"},
+		{"callback port out of range", tasks.Request{Address: "a@example.com", CallbackURL: "http://example.com:99999/"}, nil, "callback_url"},
+		{"callback raw IDN host", tasks.Request{Address: "a@example.com", CallbackURL: "http://bücher.example/"}, nil, "callback_url"},
+		{"callback with a space", tasks.Request{Address: "a@example.com", CallbackURL: "http://example.com/a b"}, nil, "callback_url"},
+		{"callback numeric IPv4 host", tasks.Request{Address: "a@example.com", CallbackURL: "http://2130706433/"}, nil, "callback_url"},
+		{"metadata null", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`null`)}, nil, "metadata"},
 		{"metadata array", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`[1,2]`)}, nil, "metadata"},
 		{"metadata broken", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`{"a":`)}, nil, "metadata"},
 		{"metadata huge", tasks.Request{Address: "a@example.com", Metadata: json.RawMessage(`{"a":"` + strings.Repeat("x", tasks.MaxMetadataBytes) + `"}`)}, nil, "metadata"},

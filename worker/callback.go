@@ -48,7 +48,7 @@ const (
 	DefaultCallbackUserAgent        = "mxprobe-callback/1"
 	// MaxCallbackURLLength caps a callback URL. It is stored in every task
 	// payload and result; real webhook URLs are far shorter.
-	MaxCallbackURLLength = 2048
+	MaxCallbackURLLength = tasks.MaxCallbackURLLength
 )
 
 // maxRetryAfter caps a receiver's Retry-After: the callback's own retry
@@ -560,67 +560,22 @@ func forbiddenReason(a netip.Addr) string {
 // refusedPorts are ports of plain-text protocols that a POST could be
 // smuggled into (mail submission, Redis, memcached). A webhook
 // receiver has no business on them.
-var refusedPorts = map[string]bool{
-	"25": true, "465": true, "587": true, "6379": true, "11211": true,
-}
 
-// checkURL is the parse-time check; it returns the parsed URL.
+// checkURL is the parse-time check; it returns the parsed URL. The syntax
+// rules are tasks.ParseCallbackURL's, the ones Enqueue already applied; the
+// address policy (literals, localhost) is the worker's.
 func (p addrPolicy) checkURL(raw string) (*url.URL, error) {
-	bad := func(format string, args ...any) (*url.URL, error) {
-		return nil, fmt.Errorf("%w: "+format, append([]any{ErrBadCallbackURL}, args...)...)
-	}
-	if raw == "" {
-		return bad("empty")
-	}
-	if len(raw) > MaxCallbackURLLength {
-		return bad("longer than %d bytes", MaxCallbackURLLength)
-	}
-	for i := 0; i < len(raw); i++ {
-		// Spaces and controls must be percent-encoded; raw non-ASCII hosts
-		// must be given in their A-label (xn--) form.
-		if c := raw[i]; c <= ' ' || c >= 0x7f {
-			return bad("byte %#02x at %d: percent-encode it (or use the xn-- form of the host)", c, i)
-		}
-	}
-	u, err := url.Parse(raw)
+	u, err := tasks.ParseCallbackURL(raw)
 	if err != nil {
-		return bad("%v", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return bad("scheme %q: only http and https", u.Scheme)
-	}
-	if u.Opaque != "" {
-		return bad("not a hierarchical URL")
-	}
-	if u.User != nil {
-		// Credentials would be logged with the URL, and "https://good@evil"
-		// is a classic way to mislead a reader.
-		return bad("credentials in URL")
+		return nil, fmt.Errorf("%w: %w", ErrBadCallbackURL, err)
 	}
 	host := u.Hostname()
-	if host == "" {
-		return bad("no host")
-	}
-	if port := u.Port(); port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return bad("port %q", port)
-		}
-		if refusedPorts[strconv.Itoa(n)] {
-			return bad("port %d is not an HTTP port", n)
-		}
-	} else if strings.HasSuffix(u.Host, ":") {
-		return bad("empty port")
-	}
 	exempt := p.hostExempt(host)
 	if a, err := netip.ParseAddr(host); err == nil {
 		if err := p.checkAddr(a, exempt); err != nil {
 			return nil, err
 		}
 		return u, nil
-	}
-	if err := checkHostName(host); err != nil {
-		return bad("%v", err)
 	}
 	// RFC 6761 §6.3: localhost names resolve to loopback, so refuse them
 	// now rather than after the task has waited in the queue.
@@ -631,32 +586,4 @@ func (p addrPolicy) checkURL(raw string) (*url.URL, error) {
 		}
 	}
 	return u, nil
-}
-
-// checkHostName accepts DNS host names (letters, digits, '-', '_' in labels
-// of 1–63 bytes, at most 253 bytes). It refuses names whose last label is
-// numeric or hex: "2130706433", "127.1" and "0x7f.1" are not names but IPv4
-// addresses in forms some resolvers (inet_aton) accept.
-func checkHostName(host string) error {
-	name := strings.TrimSuffix(host, ".")
-	if name == "" || len(name) > 253 {
-		return fmt.Errorf("host name %q: bad length", host)
-	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 {
-			return fmt.Errorf("host name %q: empty or over-long label", host)
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("host name %q: character %q", host, c)
-			}
-		}
-	}
-	last := strings.ToLower(labels[len(labels)-1])
-	if _, err := strconv.ParseUint(last, 0, 64); err == nil || strings.HasPrefix(last, "0x") {
-		return fmt.Errorf("host %q: looks like a numeric IPv4 form", host)
-	}
-	return nil
 }

@@ -108,8 +108,14 @@ func (s *resultStore) leadOutcome(id, holder string, pttl int64) (string, time.D
 	return holder, wait + followerPoll + time.Duration(rand.Int64N(int64(followerPoll)))
 }
 
-// ttlFor is how long a final result with r's verdict is cached.
+// ttlFor is how long a final result with r's verdict is cached. A
+// retryable one (greylisted, timed out…) is not cached at all: it became
+// final only because its own request ran out of time or retries, and a
+// later request with its own budget must ask again, not inherit that.
 func (s *resultStore) ttlFor(r tasks.Result) time.Duration {
+	if r.Retryable {
+		return 0
+	}
 	switch r.Verdict {
 	case tasks.VerdictValid:
 		return s.ttl.Valid

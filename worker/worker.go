@@ -321,7 +321,9 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 				log.Info("deadline reached while waiting for a shared probe", "leader", leader)
 			} else {
 				w.writeResult(t, withCheck(base, tasks.Check{Input: p.Input, Address: p.Address, Verdict: tasks.VerdictUnknown, Reason: "pending"}, func(r *tasks.Result) { r.SharedWith = leader }))
-				return &RateLimitError{RetryIn: retryIn, Reason: "shared probe in flight by " + leader}
+				// Capped to our own deadline: the leader may be waiting
+				// for a greylisting retry far past it.
+				return &RateLimitError{RetryIn: w.capToDeadline(p, retryIn), Reason: "shared probe in flight by " + leader}
 			}
 		}
 	}

@@ -753,3 +753,53 @@ func TestFinalResultsAreAnnounced(t *testing.T) {
 		t.Errorf("announced result of the greylisted address: %+v (%v), want the final valid of attempt 2", st.Result, err)
 	}
 }
+
+// A request waiting on another's probe of the same address keeps its own
+// deadline: with the leader greylisted and due back in a minute, a follower
+// with a 2 s deadline answers at its deadline.
+func TestFollowerKeepsItsOwnDeadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{
+		smtp:  smtptest.Options{RcptDefault: greylisted},
+		retry: worker.RetryPolicy{FirstDelay: time.Minute, Multiplier: 2, MaxDelay: time.Hour, GiveUpAfter: 24 * time.Hour, Jitter: 0.1},
+	})
+	leader := b.enqueue(t, "nora@example.test")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, _ := b.client.Get(t.Context(), leader); st.Result != nil && !st.Result.NextAttemptAt.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leader was never greylisted")
+		}
+	}
+	follower := b.enqueue(t, "nora@example.test", tasks.Deadline(time.Now().Add(2*time.Second)))
+	if r := b.waitFor(t, follower, 20*time.Second).Result; !r.Final || r.Verdict != tasks.VerdictUnknown {
+		t.Errorf("follower: %+v, want a final unknown at its own deadline", r)
+	}
+}
+
+// A verdict made final only by its request's deadline (greylisted, not yet
+// retried) is not cached: a later request with a full retry budget probes
+// again and gets the real answer.
+func TestDeadlineCutVerdictIsNotCached(t *testing.T) {
+	t.Parallel()
+	var accept atomic.Bool // greylisted until the first request has its answer
+	b := setup(t, setupOpts{
+		smtp: smtptest.Options{RcptFunc: func(string) *smtp.SMTPError {
+			if !accept.Load() {
+				return greylisted
+			}
+			return nil
+		}},
+		retry: worker.RetryPolicy{FirstDelay: time.Second, Multiplier: 2, MaxDelay: time.Hour, GiveUpAfter: 24 * time.Hour, Jitter: 0.1},
+	})
+	cut := b.enqueue(t, "olga@example.test", tasks.Deadline(time.Now().Add(500*time.Millisecond)))
+	if r := b.waitFor(t, cut, 20*time.Second).Result; r.Verdict != tasks.VerdictUnknown || !r.Final {
+		t.Fatalf("deadline request: %+v, want a final unknown", r)
+	}
+	accept.Store(true)
+	full := b.enqueue(t, "olga@example.test")
+	if r := b.waitFor(t, full, 20*time.Second).Result; r.Verdict != tasks.VerdictValid || r.Cached {
+		t.Errorf("later request: %s/%s cached=%v; want valid from its own probe", r.Verdict, r.Reason, r.Cached)
+	}
+}
