@@ -190,6 +190,8 @@ func TestBadInput(t *testing.T) {
 		{"metadata not object", "POST", "/v1/validations", "application/json", `{"address":"a@example.com","metadata":[1]}`, 422, "invalid_field", "metadata"},
 		{"bad wait", "POST", "/v1/validations?wait=soon", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
 		{"negative wait", "POST", "/v1/validations?wait=-1s", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
+		{"negative wait in seconds", "POST", "/v1/validations?wait=-2.5", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
+		{"NaN wait", "POST", "/v1/validations?wait=NaN", "application/json", `{"address":"a@example.com"}`, 400, "invalid_field", "wait"},
 		{"CSV over row limit", "POST", "/v1/batches", "text/csv", "email\na@x.com\nb@x.com\nc@x.com\nd@x.com\n", 413, "too_many_rows", ""},
 		{"JSON batch over row limit", "POST", "/v1/batches", "application/json", `["a@x.com","b@x.com","c@x.com","d@x.com"]`, 413, "too_many_rows", ""},
 		{"batch not an array", "POST", "/v1/batches", "application/json", `{"address":"a@x.com"}`, 400, "malformed_json", ""},
@@ -252,6 +254,11 @@ func TestRedisDownIs503(t *testing.T) {
 			resp, body := b.do(t, tt.method, tt.path, keyA, tt.ctype, tt.body)
 			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 				t.Fatalf("status %d Retry-After %q, want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+			// Unauthenticated routes (/readyz) included: the cause names
+			// internal hosts and stays in the log.
+			if strings.Contains(string(body), b.redis.Addr()) {
+				t.Errorf("the 503 names Redis's address: %s", body)
 			}
 		})
 	}
@@ -317,6 +324,17 @@ func TestWaitReturnsInlineResult(t *testing.T) {
 	}
 	if resp, body := b.do(t, "GET", "/readyz", "", "", nil); resp.StatusCode != 200 || !strings.Contains(string(body), `"workers":1`) {
 		t.Errorf("readyz with a worker: %d %s", resp.StatusCode, body)
+	}
+}
+
+// A huge wait in seconds is capped at MaxWait, not overflowed into a
+// negative duration and refused.
+func TestHugeWaitIsCapped(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{cfg: func(c *api.Config) { c.MaxWait = 100 * time.Millisecond }})
+	resp, body := b.do(t, "POST", "/v1/validations?wait=1e12", keyA, "application/json", map[string]string{"address": "a@example.com"})
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("wait=1e12: status %d %s, want 202 after MaxWait", resp.StatusCode, body)
 	}
 }
 
@@ -415,6 +433,10 @@ func TestBatchFormatsAndBadRows(t *testing.T) {
 			2, nil, []string{"a@example.com", "b@example.com"}},
 		{"CSV with other header", "text/csv", "contact\na@example.com\n",
 			1, nil, []string{"a@example.com"}},
+		// A first row that is a malformed address, not a column name, is
+		// reported on line 1, not swallowed as a header.
+		{"CSV starting with a malformed address", "text/csv", "alice.example.com\nb@example.com\n",
+			1, []int{1}, []string{"alice.example.com", "b@example.com"}},
 		// Excel's "CSV UTF-8" starts with a byte order mark.
 		{"CSV with a BOM and no header", "text/csv", "\ufeffa@example.com\nb@example.com\n",
 			2, nil, []string{"a@example.com", "b@example.com"}},

@@ -12,6 +12,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -447,8 +448,18 @@ func csvHeader(rec []string) (bool, int) {
 			return false, 0
 		}
 	}
-	return true, 0
+	// No known name and no address anywhere: a header with other column
+	// names ("contact", "name,mail"), addresses then read from the first
+	// column. A lone field is taken for a header only if it reads like a
+	// column name (letters, spaces, '_' or '-'): "alice.example.com" is a
+	// malformed address, reported on its line rather than dropped.
+	if len(rec) > 1 {
+		return true, 0
+	}
+	return columnName.MatchString(strings.TrimSpace(strings.TrimPrefix(rec[0], "\ufeff"))), 0
 }
+
+var columnName = regexp.MustCompile(`^[A-Za-z][A-Za-z _-]{0,39}$`)
 
 // batchState is a batch with each row's latest known result.
 type batchState struct {

@@ -26,7 +26,10 @@ type readyResponse struct {
 func (s *Server) getReadyz(w http.ResponseWriter, r *http.Request) {
 	resp := readyResponse{Status: "ready", Redis: "ok"}
 	if err := s.ping(r.Context()); err != nil {
-		resp.Status, resp.Redis, resp.Error = "unavailable", "down", err.Error()
+		// /readyz needs no key: the cause (which names internal hosts) goes
+		// to the log, not to whoever asks.
+		logger(r.Context()).Warn("readyz: redis unavailable", "err", err)
+		resp.Status, resp.Redis, resp.Error = "unavailable", "down", "redis does not answer"
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, resp)
 		return
@@ -35,7 +38,8 @@ func (s *Server) getReadyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	servers, err := inspectorCall(ctx, s.insp.Servers)
 	if err != nil {
-		resp.Status, resp.Error = "unavailable", err.Error()
+		logger(r.Context()).Warn("readyz: listing workers failed", "err", err)
+		resp.Status, resp.Error = "unavailable", "cannot list workers"
 		writeJSON(w, http.StatusServiceUnavailable, resp)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -93,8 +94,14 @@ func parseWait(s string, max time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		f, ferr := strconv.ParseFloat(s, 64)
-		if ferr != nil {
+		if ferr != nil || math.IsNaN(f) {
 			return 0, errors.New("want a duration such as 10s, or seconds")
+		}
+		if f < 0 {
+			return 0, errors.New("must not be negative")
+		}
+		if f >= max.Seconds() {
+			return max, nil // also keeps 1e12 seconds from overflowing a Duration
 		}
 		d = time.Duration(f * float64(time.Second))
 	}

@@ -197,6 +197,19 @@ func (c *Client) Enqueue(ctx context.Context, req Request, opts ...Option) (stri
 	return id, nil
 }
 
+// CheckRequest applies Enqueue's checks to req and opts without queueing
+// anything: a *RequestError names the field a request would be refused for.
+// A producer queueing many addresses with the same callback, metadata and
+// queue can check those once, before its first Enqueue.
+func CheckRequest(req Request, opts ...Option) error {
+	o := enqueueOptions{queue: QueueDefault}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	_, err := buildPayload(req, o)
+	return err
+}
+
 func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 	p := ValidatePayload{V: PayloadVersion, RequestID: req.RequestID, Input: req.Address,
 		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC()}

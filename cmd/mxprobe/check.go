@@ -69,7 +69,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 			return exitFailure, fmt.Errorf("interrupted: %w", ctx.Err())
 		}
-		code = worseExit(code, res.Verdict)
+		code = worseExitCode(code, verdictExit(string(res.Verdict)))
 		if *jsonOut {
 			if err := enc.Encode(res); err != nil {
 				return exitFailure, err
@@ -84,18 +84,16 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	return code, nil
 }
 
-// worseExit folds one verdict into the exit status: invalid beats
-// unknown/risky beats valid.
-func worseExit(code int, v validator.Verdict) int {
-	switch {
-	case v == validator.Invalid:
+// verdictExit is the exit status one verdict asks for: invalid 1, valid 0,
+// anything else (risky, unknown) 3.
+func verdictExit(v string) int {
+	switch v {
+	case string(validator.Invalid):
 		return exitInvalid
-	case code == exitInvalid:
-		return code
-	case v != validator.Valid:
-		return exitUnsure
+	case string(validator.Valid):
+		return exitOK
 	}
-	return code
+	return exitUnsure
 }
 
 // addressArgs returns the addresses a command was given: its arguments, or

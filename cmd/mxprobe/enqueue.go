@@ -40,20 +40,10 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *redisURL == "" {
 		return exitUsage, usagef("--redis-url (or MXPROBE_REDIS_URL) is required")
 	}
-	if *metadata != "" && !json.Valid([]byte(*metadata)) {
-		return exitUsage, usagef("--metadata is not valid JSON")
-	}
-	rdb, err := openRedis(ctx, *redisURL)
-	if err != nil {
-		return exitFailure, err
-	}
-	defer rdb.Close()
-	c := tasks.NewClient(rdb)
-	defer c.Close()
-	opts := []tasks.Option{tasks.Queue(*queue)}
 	if *deadline < 0 {
 		return exitUsage, usagef("--deadline must not be negative")
 	}
+	opts := []tasks.Option{tasks.Queue(*queue)}
 	if *deadline > 0 {
 		opts = append(opts, tasks.Deadline(time.Now().Add(*deadline)))
 	}
@@ -63,6 +53,25 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *transcript {
 		opts = append(opts, tasks.WithTranscript())
 	}
+	// What every address shares (--queue, --callback, --metadata) is
+	// checked once, before Redis: a bad flag is a usage error, not one
+	// refusal per address.
+	shared := tasks.Request{Address: "check@example.com", CallbackURL: *callback, Metadata: json.RawMessage(*metadata)}
+	if err := tasks.CheckRequest(shared, opts...); err != nil {
+		var re *tasks.RequestError
+		if errors.As(err, &re) {
+			flagName := map[string]string{"queue": "--queue", "callback_url": "--callback", "metadata": "--metadata"}[re.Field]
+			return exitUsage, usagef("%s: %s", flagName, re.Reason)
+		}
+		return exitUsage, usageError{err.Error()}
+	}
+	rdb, err := openRedis(ctx, *redisURL)
+	if err != nil {
+		return exitFailure, err
+	}
+	defer rdb.Close()
+	c := tasks.NewClient(rdb)
+	defer c.Close()
 
 	type enqueued struct{ input, id string }
 	var ids []enqueued
@@ -74,6 +83,13 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 				fmt.Fprintf(stderr, "%q: refused: %v\n", in, err)
 				code = exitInvalid
 				continue
+			}
+			// Redis failed: the addresses queued so far still run; with
+			// --wait their ids were not printed yet, so print them now.
+			if *wait {
+				for _, e := range ids {
+					fmt.Fprintf(stdout, "%s\t%s\n", e.id, e.input)
+				}
 			}
 			return exitFailure, err
 		}
@@ -103,13 +119,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if err := enc.Encode(st.Result); err != nil {
 			return exitFailure, err
 		}
-		switch st.Result.Verdict {
-		case tasks.VerdictInvalid:
-			code = worseExitCode(code, exitInvalid)
-		case tasks.VerdictValid:
-		default:
-			code = worseExitCode(code, exitUnsure)
-		}
+		code = worseExitCode(code, verdictExit(st.Result.Verdict))
 	}
 	return code, nil
 }

@@ -79,6 +79,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if !runAPI && !runWorker {
 		return exitUsage, usagef("--role %q: want api, worker or all", f.role)
 	}
+	if f.metricsListen != "" && runAPI {
+		// The API serves /metrics itself; silently ignoring the flag would
+		// leave a scraper pointed at nothing.
+		return exitUsage, usagef("--metrics-listen is for --role worker; with --role %s the API serves /metrics on --listen", f.role)
+	}
 	log, err := newLogger(stderr, f.worker.logFormat, f.worker.logLevel)
 	if err != nil {
 		return exitUsage, err
@@ -235,21 +240,11 @@ func (f *serveFlags) loadKeys() (*api.KeySet, error) {
 		if err != nil {
 			return nil, usagef("--api-keys-file: %v", err)
 		}
-		if keys, err = mergeKeys(keys, fk); err != nil {
+		if err := keys.Merge(fk); err != nil {
 			return nil, usageError{err.Error()}
 		}
 	}
 	return keys, nil
-}
-
-func mergeKeys(a, b *api.KeySet) (*api.KeySet, error) {
-	out := api.NewKeySet()
-	for _, k := range []*api.KeySet{a, b} {
-		if err := out.Merge(k); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 func randomSecret() string {

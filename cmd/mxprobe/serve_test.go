@@ -169,6 +169,7 @@ func TestServeUsageErrors(t *testing.T) {
 	}{
 		{"api role needs a shared redis", []string{"serve", "--role", "api"}, "needs --redis-url"},
 		{"bad role", []string{"serve", "--role", "both"}, "want api, worker or all"},
+		{"metrics listener beside the API", []string{"serve", "--metrics-listen", "127.0.0.1:0"}, "--metrics-listen is for --role worker"},
 		{"bad key", []string{"serve", "--api-keys", "alice:short"}, "shorter than 16"},
 		{"no-auth with keys", []string{"serve", "--no-auth", "--api-keys", "alice:0123456789abcdef"}, "choose one"},
 	}

@@ -117,6 +117,12 @@ func TestWorkerUsageErrors(t *testing.T) {
 		{"no secret", []string{"worker", "--redis-url", "redis://127.0.0.1:1"}, "--callback-secret"},
 		{"enqueue without redis", []string{"enqueue", "a@b.example"}, "--redis-url"},
 		{"enqueue bad metadata", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--metadata", "{", "a@b.example"}, "metadata"},
+		// Shared flags are usage errors before Redis is reached (port 1
+		// answers nothing), not one refusal per address.
+		{"enqueue metadata not an object", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--metadata", "[1]", "a@b.example", "c@d.example"}, "--metadata: must be a JSON object"},
+		{"enqueue unknown queue", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--queue", "urgent", "a@b.example"}, "--queue: unknown queue"},
+		{"enqueue ftp callback", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--callback", "ftp://x.example/", "a@b.example"}, "--callback: scheme"},
+		{"enqueue negative deadline", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--deadline", "-1s", "a@b.example"}, "--deadline must not be negative"},
 		{"bad log format", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--log-format", "xml"}, "log-format"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
