@@ -2,6 +2,7 @@ package validator
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -250,13 +251,13 @@ func Classify(stage Stage, r Reply) Outcome {
 }
 
 func (ru *rule) match(stage Stage, r Reply) bool {
-	if len(ru.stages) > 0 && !containsStage(ru.stages, stage) {
+	if len(ru.stages) > 0 && !slices.Contains(ru.stages, stage) {
 		return false
 	}
-	if len(ru.codes) > 0 && !containsInt(ru.codes, r.Code) {
+	if len(ru.codes) > 0 && !slices.Contains(ru.codes, r.Code) {
 		return false
 	}
-	if len(ru.classes) > 0 && !containsInt(ru.classes, r.Code/100) {
+	if len(ru.classes) > 0 && !slices.Contains(ru.classes, r.Code/100) {
 		return false
 	}
 	if len(ru.notEnh) > 0 && matchEnhanced(ru.notEnh, r.Enhanced) {
@@ -272,24 +273,6 @@ func (ru *rule) match(stage Stage, r Reply) bool {
 		return enhOK && textOK
 	}
 	return enhOK || textOK
-}
-
-func containsStage(ss []Stage, s Stage) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func containsInt(xs []int, n int) bool {
-	for _, x := range xs {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // enhPattern is "C.S.D" where each part is "*", "n" or "n-m".

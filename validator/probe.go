@@ -835,6 +835,7 @@ func (p *Prober) catchAll(ctx context.Context, s *smtpSession, domain string, re
 	if err != nil {
 		return false
 	}
+	s.rcpts++ // a recipient like any other for the per-session bound
 	if reply.Code/100 != 2 {
 		s.rejects++
 	}

@@ -317,3 +317,25 @@ func TestRsetRefusalAsksOnANewSession(t *testing.T) {
 		t.Errorf("bob: %s/%s after a refused RSET, %d connections; want valid, asked on a second session", got.Outcome.Verdict, got.Outcome.Reason, f.Conns())
 	}
 }
+
+// The random catch-all RCPT is a recipient like any other: with it, ten
+// addresses of a new domain take 11 RCPTs, so a session bounded at 10
+// recipients cannot carry them all.
+func TestCatchAllRcptCountsTowardTheSessionBound(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.Start(t, smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+		if strings.HasPrefix(to, "user") {
+			return nil
+		}
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+	}})
+	p := newTestProber(t, srv.Port(), nil, nil) // catch-all probe on, pool on (10 recipients)
+	for _, a := range addrs(10, "example.com") {
+		if got := p.Probe(t.Context(), mxSet(srv.Addr().Addr()), a, false); got.Outcome.Verdict != Valid {
+			t.Fatalf("%s: %+v", a, got.Outcome)
+		}
+	}
+	if rcpts, conns := srv.Commands("RCPT"), srv.Conns(); rcpts != 11 || conns != 2 {
+		t.Errorf("%d RCPTs on %d sessions; want 11 on 2 (at most 10 per session)", rcpts, conns)
+	}
+}
