@@ -558,17 +558,19 @@ type runStats struct {
 func (s runStats) smtpSessionsPerVal() float64 { return float64(s.smtp.conns) / float64(s.n) }
 func (s runStats) smtpCmdsPerVal() float64     { return float64(s.smtp.cmds) / float64(s.n) }
 
-// smtpRoundTripsPerVal: without pipelining every command is one round trip,
-// and each connection one more (connect + banner).
+// smtpRoundTripsPerVal: without pipelining every command whose reply is
+// awaited is one round trip (QUIT's is not), and each connection one more
+// (connect + banner).
 func (s runStats) smtpRoundTripsPerVal() float64 {
-	return float64(s.smtp.cmds+s.smtp.conns) / float64(s.n)
+	return float64(s.smtp.cmds-s.smtp.quits+s.smtp.conns) / float64(s.n)
 }
 
-// smtpCounts are the sink's counters: TCP connections and command lines.
-type smtpCounts struct{ conns, cmds int64 }
+// smtpCounts are the sink's counters: TCP connections, command lines, and
+// of those the QUITs.
+type smtpCounts struct{ conns, cmds, quits int64 }
 
 func (a smtpCounts) sub(b smtpCounts) smtpCounts {
-	return smtpCounts{a.conns - b.conns, a.cmds - b.cmds}
+	return smtpCounts{a.conns - b.conns, a.cmds - b.cmds, a.quits - b.quits}
 }
 
 func (e *throughputEnv) smtpCounts() smtpCounts { return e.sink.counts() }
@@ -600,7 +602,7 @@ func startBenchSink(tb testing.TB) benchSink {
 	}
 	dnsSrv := dnstest.Start(tb, zone)
 	return benchSink{smtpPort: srv.Port(), dnsAddr: dnsSrv.Addr(), counts: func() smtpCounts {
-		c := smtpCounts{conns: int64(srv.Conns())}
+		c := smtpCounts{conns: int64(srv.Conns()), quits: int64(srv.Sent("QUIT"))}
 		for _, verb := range []string{"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP", "QUIT"} {
 			c.cmds += int64(srv.Sent(verb))
 		}
@@ -612,7 +614,7 @@ const sinkProcessEnv = "MXPROBE_BENCH_SINK_PROCESS"
 
 // TestBenchSinkProcess is the child of -throughput.sink=process: it runs
 // startBenchSink, prints "ready PORT DNSADDR", answers each "counts" line
-// on stdin with "counts CONNS CMDS", and ends when stdin closes.
+// on stdin with "counts CONNS CMDS QUITS", and ends when stdin closes.
 func TestBenchSinkProcess(t *testing.T) {
 	if os.Getenv(sinkProcessEnv) == "" {
 		t.Skip("child process of BenchmarkThroughput -throughput.sink=process")
@@ -623,7 +625,7 @@ func TestBenchSinkProcess(t *testing.T) {
 	for sc.Scan() {
 		if sc.Text() == "counts" {
 			c := sink.counts()
-			fmt.Printf("counts %d %d\n", c.conns, c.cmds)
+			fmt.Printf("counts %d %d %d\n", c.conns, c.cmds, c.quits)
 		}
 	}
 }
@@ -667,7 +669,7 @@ func startBenchSinkProcess(b *testing.B, redisURL string) benchSink {
 			b.Fatalf("sink process: %v", err)
 		}
 		for out.Scan() {
-			if _, err := fmt.Sscanf(out.Text(), "counts %d %d", &c.conns, &c.cmds); err == nil {
+			if _, err := fmt.Sscanf(out.Text(), "counts %d %d %d", &c.conns, &c.cmds, &c.quits); err == nil {
 				return c
 			}
 		}
