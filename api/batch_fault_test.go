@@ -15,9 +15,9 @@ import (
 	"github.com/mxprobe/mxprobe/api"
 )
 
-// failScripts fails every script call (asynq's enqueue is one) after the
-// first n, and, with pipelines set, every transaction too: Redis going away
-// in the middle of a batch.
+// failScripts fails every asynq enqueue script after the first n, and,
+// with pipelines set, every transaction once that has happened: Redis going
+// away in the middle of a batch.
 type failScripts struct {
 	n, seen   atomic.Int64
 	pipelines bool
@@ -28,13 +28,24 @@ var errInjected = errors.New("injected: connection reset")
 func (f *failScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (f *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); (name == "evalsha" || name == "eval") && f.seen.Add(1) > f.n.Load() {
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && enqueuesTask(cmd) && f.seen.Add(1) > f.n.Load() {
 			cmd.SetErr(errInjected)
 			return errInjected
 		}
 		return next(ctx, cmd)
 	}
 }
+// enqueuesTask tells asynq's enqueue script (its first key is a task hash)
+// from the other scripts the API runs (quota, inspector).
+func enqueuesTask(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 4 {
+		return false
+	}
+	key, _ := args[3].(string)
+	return strings.HasPrefix(key, "asynq:{bulk}:t:")
+}
+
 func (f *failScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if f.pipelines && f.seen.Load() > f.n.Load() {

@@ -294,7 +294,10 @@ func TestWorkerLogsKeepSecrets(t *testing.T) {
 	})
 	id := f.enqueue(t, "secret@example.test", fmt.Sprintf("http://%s/hook/%s?token=%s", closed, token, token))
 	f.wait(t, id)
-	for {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the callback task was never archived")
+		}
 		info, err := f.insp.GetTaskInfo(tasks.QueueDefault, "cb_"+id)
 		if err == nil && info.State == asynq.TaskStateArchived {
 			if strings.Contains(info.LastErr, token) {

@@ -142,8 +142,10 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 	if cfg.AttemptTimeout == 0 {
 		w.cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
-	if w.cfg.AttemptTimeout < 0 {
-		return nil, fmt.Errorf("worker: AttemptTimeout %s: must be positive", cfg.AttemptTimeout)
+	if w.cfg.AttemptTimeout < 0 || w.cfg.AttemptTimeout > leadTTL-30*time.Second {
+		// Longer, and a duplicate request would take the dedupe lead from
+		// a probe still running and start its own.
+		return nil, fmt.Errorf("worker: AttemptTimeout %s: must be positive and at most %s", cfg.AttemptTimeout, leadTTL-30*time.Second)
 	}
 	if cfg.Prefix == "" {
 		w.cfg.Prefix = "mxprobe:"
@@ -394,7 +396,9 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	if p.Fresh {
 		leadHolder = "" // a fresh request never took the lead
 	}
-	// One encoding serves the cache, the asynq result and the callback body.
+	// One encoding serves the asynq result and the callback body, and the
+	// cache too when the request carries no metadata or request id (settle
+	// re-encodes without them otherwise).
 	b, err := json.Marshal(res)
 	if err != nil {
 		return &TemporaryError{Reason: "encoding result: " + err.Error()}

@@ -351,7 +351,10 @@ func TestConcurrentRequestsShareOneProbe(t *testing.T) {
 	second := b.enqueue(t, "erin@example.test")
 	// The second request must wait for the first probe, not start its own.
 	st, _ := b.client.Get(context.Background(), second)
-	for st.Result == nil || st.Result.SharedWith != first {
+	for deadline := time.Now().Add(20 * time.Second); st.Result == nil || st.Result.SharedWith != first; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second request never waited on the first probe: %+v", st.Result)
+		}
 		st, _ = b.client.Get(context.Background(), second)
 	}
 	close(release)
@@ -445,7 +448,10 @@ func TestMalformedPayloadIsStoredNotRetried(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the bad_payload result was not announced")
 	}
-	for {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the malformed task was never archived")
+		}
 		ti, err := b.insp.GetTaskInfo(info.Queue, info.ID)
 		if err != nil {
 			t.Fatal(err)

@@ -192,6 +192,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return exitFailure, fmt.Errorf("starting worker: %w", err)
 		}
 		log.Info("worker started", "concurrency", f.worker.concurrency)
+		go startupAudit(ctx, &f.worker, log) // as `mxprobe worker` does (README)
 	}
 	serveErr := make(chan error, 1)
 	if srv != nil {
