@@ -35,6 +35,7 @@ func (f *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
+
 // enqueuesTask tells asynq's enqueue script (its first key is a task hash)
 // from the other scripts the API runs (quota, inspector).
 func enqueuesTask(cmd redis.Cmder) bool {
