@@ -27,6 +27,11 @@ type Config struct {
 	NoAuth bool
 	// Quota is each key's request budget per minute (0: unlimited).
 	Quota int
+	// AuthFailuresPerIP and AuthFailuresPerKey are the failed
+	// authentications allowed per minute from one client IP and for one
+	// key id before both answer 429 (0: the defaults; negative: no limit).
+	AuthFailuresPerIP  int
+	AuthFailuresPerKey int
 	// MaxWait caps the wait parameter of POST /v1/validations (default 30 s).
 	MaxWait time.Duration
 	// ValidateWait is how long POST /validate waits for a verdict before
@@ -36,6 +41,11 @@ type Config struct {
 	// MaxBatchBytes its body (default 8 MiB).
 	MaxBatchRows  int
 	MaxBatchBytes int64
+	// BodyTimeout bounds the time a request may take to send its body
+	// (default DefaultBodyTimeout); BatchBodyTimeout that of a batch
+	// upload (default DefaultBatchBodyTimeout).
+	BodyTimeout      time.Duration
+	BatchBodyTimeout time.Duration
 	// BatchQueue is the queue batches go to unless the request names one
 	// (default bulk, so imports never delay sign-up forms).
 	BatchQueue string
@@ -48,6 +58,11 @@ type Config struct {
 	// the configured budgets). Optional: without them the list is empty.
 	Limiter *ratelimit.Limiter
 	Limits  ratelimit.Config
+	// CheckCallbackURL refuses callback URLs at enqueue (422 on
+	// callback_url): give it the workers' address policy (worker.CheckURL
+	// with their configuration). Nil: only the syntax is checked, and the
+	// workers refuse the rest at delivery.
+	CheckCallbackURL func(rawURL string) error
 	// Static is the web page served at / (index.html at its root).
 	Static fs.FS
 	// MonitoringWrite lets asynqmon change queues (pause, delete, run);
@@ -107,6 +122,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = 8 << 20
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.BatchBodyTimeout == 0 {
+		cfg.BatchBodyTimeout = DefaultBatchBodyTimeout
+	}
+	if cfg.AuthFailuresPerIP == 0 {
+		cfg.AuthFailuresPerIP = DefaultAuthFailuresPerIP
+	}
+	if cfg.AuthFailuresPerKey == 0 {
+		cfg.AuthFailuresPerKey = DefaultAuthFailuresPerKey
+	}
 	if cfg.BatchQueue == "" {
 		cfg.BatchQueue = tasks.QueueBulk
 	}
@@ -116,13 +143,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "mxprobe:api:"
 	}
-	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 {
+	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 ||
+		cfg.BodyTimeout < 0 || cfg.BatchBodyTimeout < 0 {
 		return nil, errors.New("api: negative limits in Config")
 	}
 	s := &Server{
 		cfg:    cfg,
 		rdb:    cfg.Redis,
-		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention)),
+		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention), tasks.WithCallbackCheck(cfg.CheckCallbackURL)),
 		insp:   asynq.NewInspectorFromRedisClient(cfg.Redis),
 		log:    cfg.Logger,
 		reg:    cfg.Registry,
@@ -150,7 +178,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.mux.Handle(pattern, h)
 	}
-	s.handler = s.withRequestID(s.withRecover(http.HandlerFunc(s.dispatch)))
+	s.handler = s.withDeadlines(s.withRequestID(s.withRecover(http.HandlerFunc(s.dispatch))))
 	return s, nil
 }
 
@@ -162,7 +190,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close() error { return s.client.Close() }
 
 func (s *Server) routes() []route {
-	mon := s.monitoring().ServeHTTP
+	mon := s.adminOnly(s.monitoring().ServeHTTP)
 	return []route{
 		{"POST", "/v1/validations", true, true, s.postValidation},
 		{"GET", "/v1/validations/{id}", true, true, s.getValidation},

@@ -15,18 +15,32 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxprobe/mxprobe/tasks"
 )
 
 // KeySet holds API keys as SHA-256 digests of their secrets, by key id. A
 // key is presented exactly as configured, "id:secret". (RFC 6750's b64token
 // grammar has no ':'; we accept it anyway so that the configured line and
 // the token are one string an operator can copy.)
+//
+// A key reads only the validations and batches it created; an admin key
+// reads every key's and is the only kind that reaches /monitoring. An entry
+// is made admin by the suffix ";admin" ("ops:secret;admin"): secrets cannot
+// hold ';', so every entry written before admin keys existed keeps its
+// meaning (README, "Tenancy").
 type KeySet struct {
-	keys map[string][sha256.Size]byte
+	keys   map[string][sha256.Size]byte
+	admins map[string]bool
 }
 
+// adminSuffix marks an admin entry.
+const adminSuffix = ";admin"
+
 // NewKeySet returns an empty KeySet.
-func NewKeySet() *KeySet { return &KeySet{keys: map[string][sha256.Size]byte{}} }
+func NewKeySet() *KeySet {
+	return &KeySet{keys: map[string][sha256.Size]byte{}, admins: map[string]bool{}}
+}
 
 // Len is the number of keys.
 func (k *KeySet) Len() int {
@@ -39,7 +53,10 @@ func (k *KeySet) Len() int {
 // Add adds one "id:secret" entry. Ids are [A-Za-z0-9_-]{1,64} (they appear
 // in logs and Redis keys); secrets need at least 16 characters.
 func (k *KeySet) Add(entry string) error {
-	id, secret, ok := strings.Cut(strings.TrimSpace(entry), ":")
+	entry = strings.TrimSpace(entry)
+	admin := strings.HasSuffix(entry, adminSuffix)
+	entry = strings.TrimSuffix(entry, adminSuffix)
+	id, secret, ok := strings.Cut(entry, ":")
 	if !ok {
 		return errors.New("want id:secret")
 	}
@@ -50,14 +67,20 @@ func (k *KeySet) Add(entry string) error {
 		return fmt.Errorf("key %q: secret shorter than 16 characters", id)
 	}
 	if strings.ContainsAny(secret, " \t\r\n,;\"\\") {
-		return fmt.Errorf("key %q: secret contains white space or , ; \" \\", id)
+		return fmt.Errorf("key %q: secret contains white space or , ; \" \\ (the only suffix is %s)", id, adminSuffix)
 	}
 	if _, dup := k.keys[id]; dup {
 		return fmt.Errorf("key id %q given twice", id)
 	}
 	k.keys[id] = sha256.Sum256([]byte(secret))
+	if admin {
+		k.admins[id] = true
+	}
 	return nil
 }
+
+// Admin reports whether id is an admin key.
+func (k *KeySet) Admin(id string) bool { return k != nil && k.admins[id] }
 
 func validKeyID(id string) bool {
 	if id == "" || len(id) > 64 {
@@ -81,6 +104,9 @@ func (k *KeySet) Merge(o *KeySet) error {
 			return fmt.Errorf("API key id %q given twice", id)
 		}
 		k.keys[id] = d
+		if o.admins[id] {
+			k.admins[id] = true
+		}
 	}
 	return nil
 }
@@ -162,6 +188,9 @@ func (s *Server) requireKey(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, fromCookie, problem := credentials(r)
 		if problem == "" {
+			if s.authThrottled(w, r, token) {
+				return
+			}
 			if id, ok := s.cfg.Keys.check(token); ok {
 				if fromCookie && !sameOrigin(r) {
 					// SameSite=Strict already keeps the cookie off
@@ -169,7 +198,7 @@ func (s *Server) requireKey(next http.Handler) http.Handler {
 					writeError(w, http.StatusForbidden, codeForbidden, "cross-origin request with a session cookie")
 					return
 				}
-				setKeyID(r.Context(), id)
+				setKeyID(r.Context(), id, s.cfg.Keys.Admin(id))
 				if !s.allow(w, r, id) {
 					return
 				}
@@ -177,6 +206,7 @@ func (s *Server) requireKey(next http.Handler) http.Handler {
 				return
 			}
 			problem = "invalid_token"
+			s.authFailed(r, token)
 		}
 		if r.Method == http.MethodGet && wantsHTML(r) {
 			// A browser without a (valid) session goes to the login form.
@@ -261,4 +291,29 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, id string) bool {
 	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.Quota))
 	w.Header().Set("X-RateLimit-Remaining", strconv.FormatInt(int64(s.cfg.Quota)-incr.Val(), 10))
 	return true
+}
+
+// mayRead reports whether the request's key may see what owner created:
+// its own things, or everything for an admin key or an API without auth.
+// Things with no owner (queued without the API) are admin-only.
+func (s *Server) mayRead(r *http.Request, owner string) bool {
+	if s.cfg.NoAuth || isAdmin(r.Context()) {
+		return true
+	}
+	id := keyID(r.Context())
+	return id != "" && id == owner
+}
+
+// ownerOption tags a task with the request's key.
+func ownerOption(r *http.Request) tasks.Option { return tasks.Owner(keyID(r.Context())) }
+
+// adminOnly admits admin keys (and an API without auth).
+func (s *Server) adminOnly(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.cfg.NoAuth && !isAdmin(r.Context()) {
+			writeError(w, http.StatusForbidden, codeForbidden, "this needs an admin API key")
+			return
+		}
+		next(w, r)
+	}
 }

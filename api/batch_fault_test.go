@@ -15,11 +15,13 @@ import (
 	"github.com/mxprobe/mxprobe/api"
 )
 
-// failScripts fails every asynq enqueue script after the first n, and,
-// with pipelines set, every transaction once that has happened: Redis going
-// away in the middle of a batch.
+// failScripts lets asynq's enqueue script succeed n times, then fails it
+// and, with pipelines set, every transaction: Redis going away in the middle
+// of a batch. It counts successes, not attempts: the batch enqueues rows
+// concurrently, and counting attempts let a failure cancel the batch before
+// any row was queued (go-redis also retries a NOSCRIPT EVALSHA as EVAL).
 type failScripts struct {
-	n, seen   atomic.Int64
+	n, ok     atomic.Int64
 	pipelines bool
 }
 
@@ -28,11 +30,19 @@ var errInjected = errors.New("injected: connection reset")
 func (f *failScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (f *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); (name == "evalsha" || name == "eval") && enqueuesTask(cmd) && f.seen.Add(1) > f.n.Load() {
+		name := cmd.Name()
+		if (name != "evalsha" && name != "eval") || !enqueuesTask(cmd) {
+			return next(ctx, cmd)
+		}
+		if f.ok.Load() >= f.n.Load() {
 			cmd.SetErr(errInjected)
 			return errInjected
 		}
-		return next(ctx, cmd)
+		err := next(ctx, cmd)
+		if err == nil {
+			f.ok.Add(1)
+		}
+		return err
 	}
 }
 
@@ -49,7 +59,7 @@ func enqueuesTask(cmd redis.Cmder) bool {
 
 func (f *failScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if f.pipelines && f.seen.Load() > f.n.Load() {
+		if f.pipelines && f.ok.Load() >= f.n.Load() {
 			for _, c := range cmds {
 				c.SetErr(errInjected)
 			}

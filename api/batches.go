@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/tasks"
 )
 
@@ -109,9 +110,16 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("queue %q: want one of %s", queue, strings.Join(tasks.Queues, ", ")))
 		return
 	}
-	opts := []tasks.Option{tasks.Queue(queue)}
+	opts := []tasks.Option{tasks.Queue(queue), ownerOption(r)}
 	if b, _ := strconv.ParseBool(q.Get("no_dedupe")); b {
 		opts = append(opts, tasks.NoDedupe())
+	}
+	deadline, ok := deadlineQuery(w, q.Get("deadline"), q.Has("deadline"), time.Now())
+	if !ok {
+		return
+	}
+	if deadline != nil {
+		opts = append(opts, deadline)
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -178,7 +186,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	key := s.batchKey(id)
 	pipe := s.rdb.TxPipeline()
-	pipe.HSet(r.Context(), key, "created", s.now().UTC().Format(time.RFC3339), "total", resp.Accepted, "rejected", len(resp.Rejected), "queue", queue)
+	pipe.HSet(r.Context(), key, "created", s.now().UTC().Format(time.RFC3339), "total", resp.Accepted, "rejected", len(resp.Rejected), "queue", queue, "owner", keyID(r.Context()))
 	pipe.RPush(r.Context(), key+":rows", vals...)
 	pipe.Expire(r.Context(), key, s.cfg.Retention)
 	pipe.Expire(r.Context(), key+":rows", s.cfg.Retention)
@@ -482,6 +490,7 @@ func (s *Server) loadBatch(w http.ResponseWriter, r *http.Request) (*batchState,
 	key := s.batchKey(id)
 	pipe := s.rdb.Pipeline()
 	exists := pipe.Exists(ctx, key)
+	owner := pipe.HGet(ctx, key, "owner")
 	rawRows := pipe.LRange(ctx, key+":rows", 0, -1)
 	cached := pipe.HGetAll(ctx, key+":res")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -489,7 +498,8 @@ func (s *Server) loadBatch(w http.ResponseWriter, r *http.Request) (*batchState,
 		writeUnavailable(w)
 		return nil, false
 	}
-	if exists.Val() == 0 {
+	if exists.Val() == 0 || !s.mayRead(r, owner.Val()) {
+		// Another key's batch is answered as if it did not exist.
 		writeError(w, http.StatusNotFound, codeNotFound, "no batch with that id (or its retention ended)")
 		return nil, false
 	}
@@ -705,10 +715,12 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 
 // csvCell defuses spreadsheet formula injection: inputs and server replies
 // are untrusted, and a cell starting with = + - @ is a formula to Excel and
-// LibreOffice (OWASP "CSV Injection").
+// LibreOffice (OWASP "CSV Injection"). Control characters are escaped
+// (termsafe): a CSV is read in spreadsheets and terminals alike, and NUL
+// or ESC from a remote server belongs in neither.
 func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
+	if s != "" && strings.ContainsRune("=+-@\t\r\n", rune(s[0])) {
+		s = "'" + s
 	}
-	return s
+	return termsafe.String(s)
 }

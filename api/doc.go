@@ -23,9 +23,9 @@
 //
 // Dependencies: the API imports tasks (producer side) and never the
 // validator or the worker, so an API-only process carries no SMTP prober
-// (design.md). asynqmon v0.7.2 is mounted as is; it speaks go-redis v9 like
+// (docs/design.md, "The API carries no prober"). asynqmon v0.7.2 is mounted as is; it speaks go-redis v9 like
 // we do, so it is handed our own client through a RedisConnOpt and opens no
 // second pool. Metrics use prometheus/client_golang; the queue gauges come
 // from a small collector over asynq.Inspector rather than asynq's x/metrics
-// module, whose published build drags in go-redis v8 (design.md).
+// module, whose published build drags in go-redis v8 (docs/design.md).
 package api

@@ -31,6 +31,7 @@ const (
 	codeUnauthorized     = "unauthorized"
 	codeForbidden        = "forbidden"
 	codeQuotaExceeded    = "quota_exceeded"
+	codeAuthThrottled    = "auth_throttled"
 	codeNotFound         = "not_found"
 	codeRouteNotFound    = "route_not_found"
 	codeMethodNotAllowed = "method_not_allowed"

@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Route is one routing-table entry, for the tests of package api_test.
 type Route struct {
 	Method, Pattern string
@@ -17,3 +19,6 @@ func (s *Server) Routes() []Route {
 
 // OpenAPIDoc is the embedded document.
 var OpenAPIDoc = openAPIDoc
+
+// SetClock pins the Server's clock (quota and failure windows).
+func (s *Server) SetClock(now func() time.Time) { s.now = now }

@@ -31,6 +31,8 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 const (
 	keyA = "alice:alice-secret-0123456789"
 	keyB = "bob:bob-secret-0123456789abcd"
+	// keyOps is an admin key, configured as keyOps + ";admin".
+	keyOps = "ops:ops-secret-0123456789abcd"
 )
 
 // bundle is one test's world: a private Redis (asynq's keys cannot be
@@ -67,7 +69,7 @@ func setup(t testing.TB, o opts) *bundle {
 		b.redis = redistest.StartServer(t)
 	}
 	b.rdb = b.redis.Client(t)
-	keys, err := api.ParseKeys(keyA + "," + keyB)
+	keys, err := api.ParseKeys(keyA + "," + keyB + "," + keyOps + ";admin")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ const (
 // middleware sets the key id) and read by the access log on the way out.
 type reqInfo struct {
 	keyID string
+	admin bool
 }
 
 // logger returns the request's logger (with its request id), or a discard
@@ -40,10 +41,15 @@ func keyID(ctx context.Context) string {
 	return ""
 }
 
-func setKeyID(ctx context.Context, id string) {
+func setKeyID(ctx context.Context, id string, admin bool) {
 	if ri, ok := ctx.Value(infoKey).(*reqInfo); ok {
-		ri.keyID = id
+		ri.keyID, ri.admin = id, admin
 	}
+}
+
+func isAdmin(ctx context.Context) bool {
+	ri, ok := ctx.Value(infoKey).(*reqInfo)
+	return ok && ri.admin
 }
 
 // saneRequestID accepts a client's X-Request-Id only if it is short and

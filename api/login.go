@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -86,7 +87,11 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	key = strings.TrimSpace(key)
 	if !s.cfg.NoAuth {
+		if s.authThrottled(w, r, key) {
+			return
+		}
 		if _, ok := s.cfg.Keys.check(key); !ok {
+			s.authFailed(r, key)
 			logger(r.Context()).Info("login refused")
 			if isJSON {
 				writeFieldError(w, http.StatusUnauthorized, codeUnauthorized, "key", "unknown or wrong API key")
@@ -120,10 +125,22 @@ func (s *Server) postLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// localPath keeps a post-login redirect on this site: an absolute path,
-// never "//host" or a scheme (open redirect).
+// localPath keeps a post-login redirect on this site: an absolute path of
+// printable ASCII, never "//host", a scheme or a backslash (open redirect).
+// Browsers drop tab, CR and LF inside URLs and read '\\' as '/' (WHATWG
+// URL), so "/\t/host" and "/\\host" would leave the site; anything else
+// outside printable ASCII is refused rather than reasoned about.
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
+		return ""
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return ""
+		}
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.HasPrefix(u.Path, "//") {
 		return ""
 	}
 	return p

@@ -29,7 +29,7 @@ func prettyJSON(_ string, b []byte) string {
 }
 
 // monitoring mounts asynqmon at /monitoring. asynqmon has no authentication
-// of its own (design.md): the route sits behind requireKey. ReadOnly only
+// of its own (docs/design.md): the route sits behind requireKey. ReadOnly only
 // refuses its non-GET API calls, which is all that changes queues.
 func (s *Server) monitoring() http.Handler {
 	return asynqmon.New(asynqmon.Options{

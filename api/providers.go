@@ -24,7 +24,7 @@ type pauseJSON struct {
 	Step      int       `json:"step"`
 	RemainsMS int64     `json:"remains_ms"`
 	// Hint points at the fix when the pause says the host itself is the
-	// problem (issue 9): a provider that blocks us will block every probe
+	// problem: a provider that blocks us will block every probe
 	// from this host until its reputation is repaired.
 	Hint string `json:"hint,omitempty"`
 }

@@ -1,8 +1,8 @@
 package api_test
 
-// Tests for issue 8 (docs/reliability.md) at the HTTP level: Redis restarted
-// under the API, auth bypass attempts, secrets in the request log, and the
-// doctor hint of issue 9 on /v1/providers.
+// docs/reliability.md at the HTTP level: Redis restarted under the API,
+// auth bypass attempts, secrets in the request log, and the doctor hint on
+// /v1/providers.
 
 import (
 	"bufio"
@@ -32,7 +32,7 @@ import (
 )
 
 // TestProvidersHintDoctorWhenBlocked: a provider paused because it blocks
-// this host points at `mxprobe doctor` (issue 9); other pauses carry no hint.
+// this host points at `mxprobe doctor`; other pauses carry no hint.
 func TestProvidersHintDoctorWhenBlocked(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{})
@@ -91,7 +91,7 @@ func TestProvidersHintDoctorWhenBlocked(t *testing.T) {
 	}
 }
 
-// TestRedisRestartedAPIAnswers503ThenRecovers (issue 8, faults): Redis with
+// TestRedisRestartedAPIAnswers503ThenRecovers (docs/reliability.md §4): Redis with
 // AOF is killed while probes are in flight and tasks wait in the queues.
 // Meanwhile every request that needs Redis gets 503 with Retry-After —
 // never a 2xx for work that was not queued — and nothing refused becomes a
@@ -385,7 +385,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestRequestLogsKeepSecrets (issue 8, security): at debug level, in JSON and
+// TestRequestLogsKeepSecrets (docs/reliability.md §5): at debug level, in JSON and
 // in text, the API's logs name the key id but never a secret, an
 // Authorization header, a cookie or a key sent in the URL — whether the key
 // was right, wrong or malformed.

@@ -58,6 +58,9 @@ type validationRequest struct {
 	Queue       string          `json:"queue,omitempty"`
 	Transcript  bool            `json:"transcript,omitempty"`
 	NoDedupe    bool            `json:"no_dedupe,omitempty"`
+	// Deadline is an RFC 3339 time (see parseDeadline), kept raw so that a
+	// value of the wrong type is refused as this field's error.
+	Deadline json.RawMessage `json:"deadline,omitempty"`
 }
 
 func (v validationRequest) options() []tasks.Option {
@@ -81,6 +84,9 @@ type validationResponse struct {
 	State     string        `json:"state"`
 	Final     bool          `json:"final"`
 	Result    *tasks.Result `json:"result,omitempty"`
+	// Callback says whether the result reached the callback URL; state
+	// failed means the worker gave up on it (GET only).
+	Callback *tasks.CallbackStatus `json:"callback,omitempty"`
 }
 
 func statusURL(id string) string { return "/v1/validations/" + id }
@@ -146,8 +152,16 @@ func (s *Server) postValidation(w http.ResponseWriter, r *http.Request) {
 		writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "address", "address is required")
 		return
 	}
+	opts := body.options()
+	deadline, ok := deadlineOption(w, body.Deadline, time.Now())
+	if !ok {
+		return
+	}
+	if deadline != nil {
+		opts = append(opts, deadline)
+	}
 	id, ok := s.enqueue(w, r, tasks.Request{Address: body.Address, CallbackURL: body.CallbackURL,
-		Metadata: body.Metadata, RequestID: body.RequestID}, body.options()...)
+		Metadata: body.Metadata, RequestID: body.RequestID}, append(opts, ownerOption(r))...)
 	if !ok {
 		return
 	}
@@ -182,6 +196,11 @@ func (s *Server) wait(ctx context.Context, id string, d time.Duration) (tasks.St
 func (s *Server) getValidation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	st, err := s.client.Get(r.Context(), id)
+	if err == nil && !s.mayRead(r, st.Owner) {
+		// Another key's: answered as if it did not exist, so that ids
+		// cannot be probed.
+		err = tasks.ErrNotFound
+	}
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "no validation with that id (or its retention ended)")
@@ -191,7 +210,7 @@ func (s *Server) getValidation(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, validationResponse{ID: id, StatusURL: statusURL(id), State: st.State, Final: st.Done(), Result: st.Result})
+	writeJSON(w, http.StatusOK, validationResponse{ID: id, StatusURL: statusURL(id), State: st.State, Final: st.Done(), Result: st.Result, Callback: st.Callback})
 }
 
 // validateRequest is the sign-up form body of POST /validate.
@@ -223,7 +242,7 @@ func (s *Server) postValidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := validateResponse{Email: body.Email, Verdict: tasks.VerdictUnknown, Reason: "pending"}
-	id, err := s.client.Enqueue(r.Context(), tasks.Request{Address: body.Email}, tasks.Queue(tasks.QueueCritical))
+	id, err := s.client.Enqueue(r.Context(), tasks.Request{Address: body.Email}, tasks.Queue(tasks.QueueCritical), ownerOption(r))
 	if err != nil {
 		var re *tasks.RequestError
 		if errors.As(err, &re) && re.Field == "address" {

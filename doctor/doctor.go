@@ -1,10 +1,13 @@
 // Package doctor audits the host mxprobe runs on: can it reach port 25 at
 // all, and will receiving servers trust it. A verifier on a badly set-up
 // host gives wrong answers (blocked, greylisted, "unknown"), so each check
-// says in plain words what is wrong and how to fix it (smtp-probing.md §6).
+// says in plain words what is wrong and how to fix it (docs/smtp.md §6).
 //
 // Run goes through the checks in this order:
 //
+//  0. dns-canary: the resolver answers names that certainly exist
+//     (Config.CanaryNames); one that denies them would turn every address
+//     invalid, so the validator trusts no NXDOMAIN from it.
 //  1. proxy: when a SOCKS5 proxy is configured, it answers the SOCKS5
 //     greeting (and accepts the credentials).
 //  2. outbound-smtp: resolve the MX of Config.Domain, connect to port 25
@@ -25,7 +28,7 @@
 //     explained; Spamhaus's 127.255.255.x error answers are "not checked",
 //     never "listed".
 //
-// Quick runs 4–7 only, with the configured egress IP, and sends no SMTP:
+// Quick runs 0 and 4–7 only, with the configured egress IP, and sends no SMTP:
 // the worker runs it at start-up and logs the warnings.
 //
 // DNS questions go to the configured servers with miekg/dns (the library the
@@ -131,6 +134,13 @@ type Config struct {
 	// DNSBLZones are the blocklists checked; nil means DefaultDNSBLZones,
 	// an empty non-nil slice checks none.
 	DNSBLZones []string
+	// CanaryNames are domains that must have MX records for the resolver's
+	// negative answers to be trusted (validator.CanaryConfig). Empty: the
+	// dns-canary check is skipped.
+	CanaryNames []string
+	// NoIdentity limits Quick to the DNS canary: for a worker that sends
+	// no SMTP (--no-smtp), whose identity nobody sees.
+	NoIdentity bool
 	// AllowPrivate lets the MX of Domain be on loopback or private
 	// addresses (labs and tests); see validator.DNSConfig.
 	AllowPrivate bool
@@ -205,6 +215,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	a := &auditor{cfg: cfg, dns: r}
 	var rep Report
+	rep.Findings = append(rep.Findings, a.checkCanary(ctx))
 
 	var pr proxyResult
 	if cfg.ProxyURL != "" {
@@ -240,17 +251,21 @@ func Quick(ctx context.Context, cfg Config) []Finding {
 		return []Finding{{Check: "config", Status: Fail, Summary: "self-audit not run: " + err.Error(), Fix: "set --dns"}}
 	}
 	a := &auditor{cfg: cfg, dns: r}
+	out := []Finding{a.checkCanary(ctx)}
+	if cfg.NoIdentity {
+		return out
+	}
 	eg := cfg.EgressIP
 	if !eg.IsValid() && cfg.ProxyURL == "" {
 		eg = cfg.SourceAddr
 	}
 	if !eg.IsValid() {
-		return append([]Finding{{Check: "egress-ip", Status: Warn,
+		out = append(out, Finding{Check: "egress-ip", Status: Warn,
 			Summary: "egress IP not configured: reverse DNS, SPF and blocklists not checked",
-			Fix:     "set --egress-ip to the public address probes leave from, or run mxprobe doctor --domain gmail.com to find it"}},
-			a.identity(ctx, netip.Addr{})...)
+			Fix:     "set --egress-ip to the public address probes leave from, or run mxprobe doctor --domain gmail.com to find it"})
+		return append(out, a.identity(ctx, netip.Addr{})...)
 	}
-	return a.identity(ctx, eg)
+	return append(out, a.identity(ctx, eg)...)
 }
 
 // identity runs the checks that depend on the egress IP.

@@ -52,6 +52,8 @@ func baseZone() dnstest.Zone {
 		},
 		"mx.test":          {dnstest.MX("mx1.mx.test", 10)},
 		"mx1.mx.test":      {dnstest.A("127.0.0.1")},
+		"canary.test":      {dnstest.MX("mx.canary.test", 10)},
+		"canary2.test":     {dnstest.MX("mx.canary.test", 10)},
 		"zen.spamhaus.org": {}, // the zone exists; unlisted IPs get NXDOMAIN
 		"bl.spamcop.net":   {},
 	}
@@ -80,6 +82,7 @@ func setup(t *testing.T, extra dnstest.Zone) *bundle {
 		ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 5 * time.Second,
 		AllowPrivate:   true,
+		CanaryNames:    []string{"canary.test", "canary2.test"},
 	}}
 }
 
@@ -392,6 +395,48 @@ func TestQuickSourceAddrIsEgress(t *testing.T) {
 	}
 }
 
+// The resolver is asked for the canary names' MX records: one that denies
+// them fails the audit, one that does not answer warns, --dns-canary none
+// skips.
+func TestDNSCanary(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		fault  func(*dnstest.Server)
+		names  []string
+		status Status
+		want   string
+	}{
+		{"answers", nil, nil, OK, "answers the canary names (canary.test, canary2.test)"},
+		{"NXDOMAIN for one", func(s *dnstest.Server) { s.SetRcode("canary2.test", dns.RcodeNameError) }, nil, Fail, "canary2.test: NXDOMAIN"},
+		{"no MX records", func(s *dnstest.Server) { s.Set("canary.test", dnstest.A("192.0.2.1")) }, nil, Fail, "canary.test: no MX records"},
+		{"SERVFAIL", func(s *dnstest.Server) { s.Fail("canary.test") }, nil, Warn, "did not answer"},
+		{"denied beats unanswered", func(s *dnstest.Server) {
+			s.Fail("canary.test")
+			s.SetRcode("canary2.test", dns.RcodeNameError)
+		}, nil, Fail, "canary2.test: NXDOMAIN"},
+		{"none", nil, []string{}, Skip, "--dns-canary none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			if tt.fault != nil {
+				tt.fault(b.dns)
+			}
+			if tt.names != nil {
+				b.cfg.CanaryNames = tt.names
+			}
+			b.cfg.NoIdentity = true
+			fs := Quick(context.Background(), b.cfg)
+			if len(fs) != 1 {
+				t.Fatalf("NoIdentity: %d findings, want the canary only: %+v", len(fs), fs)
+			}
+			wantFinding(t, fs[0], tt.status, tt.want)
+		})
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -525,7 +570,7 @@ func TestRunAllGood(t *testing.T) {
 			t.Errorf("%s: %s %q", f.Check, f.Status, f.Summary)
 		}
 	}
-	want := "outbound-smtp egress-ip fcrdns helo spf dnsbl:zen.spamhaus.org dnsbl:bl.spamcop.net"
+	want := "dns-canary outbound-smtp egress-ip fcrdns helo spf dnsbl:zen.spamhaus.org dnsbl:bl.spamcop.net"
 	if got := strings.Join(checks, " "); got != want {
 		t.Errorf("checks %q, want %q", got, want)
 	}

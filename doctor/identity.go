@@ -89,7 +89,7 @@ func (a *auditor) checkFCrDNS(ctx context.Context, eg netip.Addr) ([]string, Fin
 }
 
 // checkHELO compares the HELO name with the PTR names of eg and checks it
-// resolves to eg (smtp-probing.md §6: HELO = PTR(egress IP), and the HELO
+// resolves to eg (docs/smtp.md §6: HELO = PTR(egress IP), and the HELO
 // name's A/AAAA must contain the egress IP).
 func (a *auditor) checkHELO(ctx context.Context, eg netip.Addr, ptrNames []string) Finding {
 	f := Finding{Check: "helo"}
@@ -264,7 +264,7 @@ func reverseName(ip netip.Addr) string {
 	return s.String()
 }
 
-// Spamhaus return codes (docs.spamhaus.com, "040-zones"; smtp-probing.md §6).
+// Spamhaus return codes (docs.spamhaus.com, "040-zones"; docs/smtp.md §6).
 var zenCodes = map[byte]struct{ list, meaning, fix string }{
 	2:  {"SBL", "a known spam source or spam operation", sbFix},
 	3:  {"SBL CSS", "low-reputation or snowshoe sending seen by Spamhaus", sbFix},
@@ -284,7 +284,7 @@ const (
 )
 
 // spamhausErrors are the 127.255.255.x answers Spamhaus gives instead of a
-// listing when it refused to answer (Spamhaus news #788): never a listing.
+// listing when it refused to answer (a Spamhaus news item): never a listing.
 var spamhausErrors = map[byte]string{
 	252: "the zone name is wrong (typo) or the query malformed",
 	254: "the query came through a public or open resolver, which Spamhaus refuses",

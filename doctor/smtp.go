@@ -36,7 +36,7 @@ type proxyResult struct {
 }
 
 // Reply caps as in the validator's client: a hostile peer must not grow
-// memory (smtp-probing.md; RFC 5321 §4.5.3.1.5 allows 512 octets a line).
+// memory (docs/smtp.md; RFC 5321 §4.5.3.1.5 allows 512 octets a line).
 const (
 	maxLineLength = 2000
 	maxReplyLines = 100
@@ -244,7 +244,7 @@ func oneLine(s string) string {
 
 // echoRE finds the client address many servers put in the first line of
 // their EHLO reply: Gmail "mx.google.com at your service, [203.0.113.5]",
-// Exim "Hello name [203.0.113.5]" (smtp-probing.md §6).
+// Exim "Hello name [203.0.113.5]" (docs/smtp.md §6).
 var echoRE = regexp.MustCompile(`\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]`)
 
 func echoedAddr(text string) netip.Addr {

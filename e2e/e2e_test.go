@@ -50,7 +50,7 @@ var (
 
 const (
 	// greyDelay is postgrey's --delay; retryFirst, the worker's first retry,
-	// is longer so that the automatic retry passes (smtp-probing.md §2 with
+	// is longer so that the automatic retry passes (docs/smtp.md §2 with
 	// the 300 s scaled down).
 	greyDelay  = 3 * time.Second
 	retryFirst = 5 * time.Second
@@ -92,17 +92,24 @@ type want struct {
 	minAttempts int
 }
 
+// canaryName is the lab's DNS canary: a name its resolver serves with MX
+// records, passed to every worker as --dns-canary.
+const canaryName = "canary.lab.test"
+
 func wants() []want {
 	ws := []want{
 		{name: "existing mailbox over STARTTLS", addr: "alice@mbox.test", verdict: "valid", reason: "mailbox_exists", tls: true, minAttempts: 1},
 		{name: "unknown mailbox 550 5.1.1", addr: "nobody@mbox.test", verdict: "invalid", reason: "mailbox_not_found", tls: true, minAttempts: 1},
 		{name: "greylisted then valid", addr: "grace@grey.test", verdict: "valid", reason: "mailbox_exists", minAttempts: 2},
 		// postgrey's DEFER_IF_PERMIT wins over Postfix's implicit
-		// unknown-recipient check on the first attempt (smtp-probing.md §2
+		// unknown-recipient check on the first attempt (docs/smtp.md §2
 		// left this unverified): 450 Greylisted first, 550 5.1.1 on retry.
 		{name: "unknown mailbox behind greylisting", addr: "ghost@grey.test", verdict: "invalid", reason: "mailbox_not_found", minAttempts: 2},
 		{name: "catch-all domain", addr: "anyone@catchall.test", verdict: "risky", reason: "catch_all", minAttempts: 1},
 		{name: "blocked by RBL text", addr: "carol@block.test", verdict: "unknown", reason: "blocked", minAttempts: 1},
+		// The lab's resolver serves the canary name, so its NXDOMAIN is
+		// trusted (docs/verdicts.md, "DNS answers").
+		{name: "domain that does not exist", addr: "someone@nowhere.test", verdict: "invalid", reason: "domain_not_found", minAttempts: 1},
 	}
 	for i := 1; i <= rateAddrs; i++ {
 		ws = append(ws, want{name: fmt.Sprintf("rate-limited domain #%d", i), addr: fmt.Sprintf("user%d@rate.test", i), verdict: "valid", reason: "mailbox_exists", minAttempts: 1})
@@ -147,6 +154,7 @@ func TestEndToEnd(t *testing.T) {
 		zone[d.domain] = []dns.RR{dnstest.MX("mx."+d.domain, 10)}
 		zone["mx."+d.domain] = []dns.RR{dnstest.A(d.ip.String())}
 	}
+	zone[canaryName] = []dns.RR{dnstest.MX("mx."+canaryName, 10)}
 	dns := dnstest.Start(t, zone)
 
 	grey := lab.StartPostgrey(t, dir, greyDelay)
@@ -200,6 +208,7 @@ func TestEndToEnd(t *testing.T) {
 	worker := lab.Start(t, dir, "mxprobe-worker", []string{bin, "worker",
 		"--redis-url", redisURL,
 		"--dns", dns.Addr(),
+		"--dns-canary", canaryName,
 		"--smtp-port", fmt.Sprint(port),
 		"--allow-private",
 		"--helo", "probe.lab.test",
@@ -420,9 +429,16 @@ func redisClient(t *testing.T, url string) *redis.Client {
 	return c
 }
 
+// buildMu makes the suite's parallel tests build one after the other: the
+// first build fills Go's build cache and the others only link, where
+// concurrent builds would each compile everything on CI's few cores.
+var buildMu sync.Mutex
+
 // buildMxprobe builds the command under test into dir.
 func buildMxprobe(t *testing.T, dir string) string {
 	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	bin := filepath.Join(dir, "mxprobe")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mxprobe")
 	cmd.Dir = ".."

@@ -81,6 +81,9 @@ type Client struct {
 	insp      *asynq.Inspector
 	retention time.Duration
 	queue     string
+	// checkCallback is the delivery side's address policy (nil: syntax
+	// only).
+	checkCallback func(string) error
 
 	// The DoneChannel subscription that wakes Waits (nil: polling only).
 	subMu       sync.Mutex
@@ -98,6 +101,14 @@ type ClientOption func(*Client)
 
 // WithRetention keeps completed results readable for d (default 24 h).
 func WithRetention(d time.Duration) ClientOption { return func(c *Client) { c.retention = d } }
+
+// WithCallbackCheck makes Enqueue refuse a callback URL that check
+// refuses: give it the worker's address policy (worker.CheckURL with the
+// workers' configuration), so that a URL the workers would never deliver
+// to is refused now, not archived a day later.
+func WithCallbackCheck(check func(rawURL string) error) ClientOption {
+	return func(c *Client) { c.checkCallback = check }
+}
 
 // WithDefaultQueue sets the queue used when Enqueue names none.
 func WithDefaultQueue(q string) ClientOption { return func(c *Client) { c.queue = q } }
@@ -143,6 +154,7 @@ type enqueueOptions struct {
 	fresh      bool
 	transcript bool
 	delay      time.Duration
+	owner      string
 }
 
 // Queue puts the task in QueueCritical, QueueDefault or QueueBulk.
@@ -150,8 +162,31 @@ func Queue(name string) Option { return func(o *enqueueOptions) { o.queue = name
 
 // Deadline is when the producer stops caring: a verdict that is not final by
 // then (a greylisted address still waiting for its retry, say) becomes a
-// final unknown and the callback fires.
+// final unknown and the callback fires. A task the rate limiter holds back
+// (a provider's cool-down, a rate slot) past the deadline does not wait for
+// it: it ends at once as a final unknown naming the hold's reason
+// (docs/reliability.md). CheckDeadline tells a deadline worth setting.
 func Deadline(t time.Time) Option { return func(o *enqueueOptions) { o.respondBy = t } }
+
+// MaxDeadlineAhead is the furthest in the future CheckDeadline accepts a
+// deadline. The worker's own give-up (a day by default, `mxprobe worker
+// --retry-give-up`) ends every validation long before; a deadline further
+// than a week is a unit or clock mistake worth refusing, not a request.
+const MaxDeadlineAhead = 7 * 24 * time.Hour
+
+// CheckDeadline refuses a deadline that is not after now or is more than
+// MaxDeadlineAhead after it: the rules the HTTP API applies to its
+// "deadline" field. Enqueue itself takes any deadline (one already past
+// asks for an answer from the cache or none).
+func CheckDeadline(deadline, now time.Time) error {
+	switch {
+	case !deadline.After(now):
+		return fmt.Errorf("%s is not in the future (server time %s)", deadline.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case deadline.Sub(now) > MaxDeadlineAhead:
+		return fmt.Errorf("%s is more than %s ahead (server time %s)", deadline.Format(time.RFC3339), MaxDeadlineAhead, now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
 
 // NoDedupe makes this request probe on its own: it neither reads the result
 // cache nor shares a probe already in flight for the same address.
@@ -159,6 +194,9 @@ func NoDedupe() Option { return func(o *enqueueOptions) { o.fresh = true } }
 
 // WithTranscript asks for the timestamped SMTP conversation in the result.
 func WithTranscript() Option { return func(o *enqueueOptions) { o.transcript = true } }
+
+// Owner records the API key id the validation belongs to (Status.Owner).
+func Owner(keyID string) Option { return func(o *enqueueOptions) { o.owner = keyID } }
 
 // ProcessIn delays the first attempt.
 func ProcessIn(d time.Duration) Option { return func(o *enqueueOptions) { o.delay = d } }
@@ -175,6 +213,11 @@ func (c *Client) Enqueue(ctx context.Context, req Request, opts ...Option) (stri
 	p, err := buildPayload(req, o)
 	if err != nil {
 		return "", err
+	}
+	if p.CallbackURL != "" && c.checkCallback != nil {
+		if err := c.checkCallback(p.CallbackURL); err != nil {
+			return "", &RequestError{Field: "callback_url", Reason: err.Error(), Err: err}
+		}
 	}
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -212,7 +255,8 @@ func CheckRequest(req Request, opts ...Option) error {
 
 func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 	p := ValidatePayload{V: PayloadVersion, RequestID: req.RequestID, Input: req.Address,
-		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC()}
+		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC(),
+		Owner: o.owner}
 	if !validQueue(o.queue) {
 		return p, &RequestError{Field: "queue", Reason: fmt.Sprintf("unknown queue %q (want critical, default or bulk)", o.queue)}
 	}
@@ -379,6 +423,12 @@ type Status struct {
 	Retried       int       `json:"retried"`
 	LastError     string    `json:"last_error,omitempty"`
 	NextProcessAt time.Time `json:"next_process_at,omitzero"`
+	// Owner is the API key id the validation belongs to (Get only; empty
+	// for one queued without tasks.Owner).
+	Owner string `json:"owner,omitempty"`
+	// Callback is the delivery of the result to the callback URL (Get
+	// only; nil without a callback URL).
+	Callback *CallbackStatus `json:"callback,omitempty"`
 	// Result is the latest result, nil before the first attempt ends.
 	Result *Result `json:"result,omitempty"`
 }
@@ -410,6 +460,18 @@ func (c *Client) Get(ctx context.Context, id string) (Status, error) {
 	}
 	st := Status{ID: id, Queue: queue, State: info.State.String(), Retried: info.Retried,
 		LastError: info.LastErr, NextProcessAt: info.NextProcessAt}
+	var own struct {
+		Owner       string `json:"owner"`
+		CallbackURL string `json:"callback_url"`
+	}
+	if json.Unmarshal(info.Payload, &own) == nil {
+		st.Owner = own.Owner
+		if own.CallbackURL != "" {
+			if st.Callback, err = c.callbackStatus(queue, id); err != nil {
+				return st, err
+			}
+		}
+	}
 	if len(info.Result) > 0 {
 		var r Result
 		if err := json.Unmarshal(info.Result, &r); err != nil {
@@ -418,6 +480,44 @@ func (c *Client) Get(ctx context.Context, id string) (Status, error) {
 		st.Result = &r
 	}
 	return st, nil
+}
+
+// CallbackStatus is where the delivery of a result to its callback URL
+// stands.
+type CallbackStatus struct {
+	// State is pending (no final result yet, or the callback task not
+	// queued yet), retrying, delivered, or failed: the worker gave up
+	// (a refused URL or address, a 4xx answer, or the retry budget spent);
+	// the result is still here to read.
+	State     string `json:"state"`
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// callbackStatus reads the callback task the worker queues for a final
+// result: id "cb_" + the validation's, in its queue (worker.go).
+func (c *Client) callbackStatus(queue, id string) (*CallbackStatus, error) {
+	info, err := c.insp.GetTaskInfo(queue, "cb_"+id)
+	if err != nil {
+		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) || lostTask(err) {
+			return &CallbackStatus{State: "pending"}, nil
+		}
+		return nil, err
+	}
+	cs := &CallbackStatus{Attempts: info.Retried, LastError: info.LastErr}
+	switch info.State {
+	case asynq.TaskStateCompleted:
+		cs.State, cs.LastError = "delivered", ""
+		cs.Attempts++
+	case asynq.TaskStateArchived:
+		cs.State = "failed"
+		cs.Attempts++
+	case asynq.TaskStateRetry:
+		cs.State = "retrying"
+	default:
+		cs.State = "pending"
+	}
+	return cs, nil
 }
 
 // peekChunk is how many tasks one Peek round trip reads.

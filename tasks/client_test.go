@@ -220,3 +220,27 @@ func TestRequestErrorReadsCleanly(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckDeadline(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		d    time.Time
+		ok   bool
+	}{
+		{"a minute ahead", now.Add(time.Minute), true},
+		{"a nanosecond ahead", now.Add(time.Nanosecond), true},
+		{"exactly the limit", now.Add(tasks.MaxDeadlineAhead), true},
+		{"now", now, false},
+		{"in the past", now.Add(-time.Hour), false},
+		{"zero time", time.Time{}, false},
+		{"past the limit", now.Add(tasks.MaxDeadlineAhead + time.Second), false},
+		{"a year ahead", now.AddDate(1, 0, 0), false},
+	}
+	for _, tt := range tests {
+		if err := tasks.CheckDeadline(tt.d, now); (err == nil) != tt.ok {
+			t.Errorf("%s: CheckDeadline(%s) = %v, want ok %v", tt.name, tt.d, err, tt.ok)
+		}
+	}
+}

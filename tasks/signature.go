@@ -20,7 +20,7 @@ import (
 // de-duplicates should use the one from the body it has verified.
 const (
 	// HeaderEventID identifies one event. It is the same on every redelivery
-	// of that event (delivery is at least once, see design.md), so a
+	// of that event (delivery is at least once: docs/design.md, "Callbacks are delivered at least once"), so a
 	// receiver keeps the IDs it has processed and ignores repeats.
 	HeaderEventID = "Mxprobe-Event-Id"
 	// HeaderTimestamp is the time of signing, in Unix seconds. It is signed,

@@ -53,6 +53,10 @@ type ValidatePayload struct {
 	// Transcript asks for the SMTP transcript in the result.
 	Transcript bool      `json:"transcript,omitempty"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
+	// Owner is the id of the API key that asked: only it (and admin keys)
+	// may read the result (docs/design.md, README "Tenancy"). Empty for
+	// tasks queued without the API.
+	Owner string `json:"owner,omitempty"`
 }
 
 // CallbackPayload is the JSON payload of an email:callback task: one signed
@@ -184,6 +188,9 @@ type Flags struct {
 	SMTPUTF8     bool `json:"smtputf8"`
 	Allowlisted  bool `json:"allowlisted,omitempty"`
 	Denylisted   bool `json:"denylisted,omitempty"`
+	// CatchAllState: "yes", "no", "unknown" (the test proved nothing), or
+	// empty when no catch-all test ran.
+	CatchAllState string `json:"catch_all_state,omitempty"`
 }
 
 // SMTPReply is the reply that decided the verdict.

@@ -12,7 +12,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 )
 
-// TestSessionReuseBenchmark is benchmark (a) of issue 7: a loopback server
+// TestSessionReuseBenchmark measures round trips per address: a loopback server
 // that holds back every reply by 20 ms (one simulated network round trip),
 // ten addresses of one domain, each mode side by side in every run, medians
 // over the runs. Round trips are counted in the client: each TCP connect and

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// reply parses one wire-format reply, so test rows read like the provider
-// strings of smtp-probing.md.
+// reply parses one wire-format reply, so test rows read like the replies
+// servers send (docs/smtp.md §1).
 func reply(t *testing.T, wire string) Reply {
 	t.Helper()
 	r, _, err := ReadReply(bufio.NewReader(strings.NewReader(strings.ReplaceAll(wire, "\n", "\r\n")+"\r\n")), 0, 0)
@@ -41,9 +41,9 @@ func TestClassify(t *testing.T) {
 		{name: "sender domain does not exist", stage: StageRcpt, wire: "553 5.1.8 Domain of sender address probe@ours.example does not exist",
 			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
 		{name: "exim sender callout", stage: StageRcpt, wire: "550-Verification failed for <probe@ours.example>\n550-Called:   192.0.2.1\n550-Sent:     RCPT TO:<probe@ours.example>\n550-Response: 550 5.1.1 User unknown\n550 Sender verify failed",
-			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3c sender callout failed", wantAction: ActionFixSender},
 		{name: "exim unrouteable sender", stage: StageRcpt, wire: "550-Verification failed for <probe@ours.example>\n550-Unrouteable address\n550 Sender verify failed",
-			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (permanent)", wantAction: ActionFixSender},
+			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3c sender callout failed", wantAction: ActionFixSender},
 		{name: "temporary sender domain failure at RCPT", stage: StageRcpt, wire: "450 4.1.8 <probe@ours.example>: Sender address rejected: Domain not found",
 			wantVerdict: Unknown, wantReason: ReasonSenderRejected, wantRule: "3r sender rejected at RCPT (temporary)", wantRetryable: true, wantAction: ActionFixSender},
 		{name: "IP on a local deny table", stage: StageRcpt, wire: "550 Address rejected: your IP 192.0.2.9 is on our local deny table",
@@ -91,7 +91,7 @@ func TestClassify(t *testing.T) {
 		{name: "Yahoo TSS04", stage: StageMail, wire: "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1",
 			wantVerdict: Unknown, wantReason: ReasonRateLimited, wantRule: "6 rate limited", wantRetryable: true, wantAction: ActionCoolDown},
 		{name: "Postfix too many errors", stage: StageRcpt, wire: "421 4.7.0 mx.example.com Error: too many errors",
-			wantVerdict: Unknown, wantReason: ReasonRateLimited, wantRule: "6 rate limited", wantRetryable: true, wantAction: ActionCoolDown},
+			wantVerdict: Unknown, wantReason: ReasonTooManyErrors, wantRule: "6e too many errors", wantRetryable: true, wantAction: ActionLowerRejectBudget},
 		// Row 7.
 		{name: "Spamhaus at RCPT is blocked, never invalid", stage: StageRcpt, wire: "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.1",
 			wantVerdict: Unknown, wantReason: ReasonBlocked, wantRule: "7 blocked", wantRetryable: true, wantAction: ActionCoolDown},
@@ -213,9 +213,10 @@ func TestClassifyEveryRuleTested(t *testing.T) {
 	for _, s := range []Stage{StageBanner, StageEHLO, StageHELO, StageSTARTTLS, StageMail, StageRcpt, StageCatchAll} {
 		for _, code := range probeCodes {
 			for _, text := range []string{"x", "too many recipients", "receiving mail at a rate", "greylisted", "disabled", "over quota",
-				"blocked using zen.spamhaus.org", "too many connections", "ptr record", "sender", "relay access denied", "mailbox unavailable",
-				"recipient address rejected: access denied", "user unknown", "sender address rejected: domain not found"} {
-				for _, enh := range []string{"", "5.1.1", "5.1.10", "5.2.1", "5.4.1", "5.5.0", "4.2.1", "5.7.1", "5.1.8", "4.1.8"} {
+				"blocked using zen.spamhaus.org", "too many connections", "too many errors", "ptr record", "sender", "relay access denied", "mailbox unavailable",
+				"recipient address rejected: access denied", "user unknown", "sender address rejected: domain not found",
+				"helo command rejected: host not found", "address verification in progress", "account disabled", "sender verify failed"} {
+				for _, enh := range []string{"", "5.1.1", "5.1.10", "5.2.1", "5.4.1", "5.5.0", "4.2.1", "5.7.1", "5.1.8", "4.1.8", "5.7.13"} {
 					r := Reply{Code: code, Enhanced: enh, Text: text}
 					if enh != "" && int(enh[0]-'0') != code/100 {
 						continue

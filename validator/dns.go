@@ -145,9 +145,28 @@ var (
 	// ErrNoAddress (LookupAddrs): the host exists but has no usable address
 	// of the configured family.
 	ErrNoAddress = errors.New("no usable address")
-	// ErrCNAMEChain: CNAMEs loop or chain longer than allowed. It wraps
-	// ErrNoMailHost: a name that never resolves cannot receive mail.
-	ErrCNAMEChain = fmt.Errorf("%w: CNAME loop or chain too long", ErrNoMailHost)
+	// ErrCNAMEChain: CNAMEs loop or chain longer than allowed. It comes in
+	// a temporary *DNSError: a loop is a zone (or resolver) fault that is
+	// usually fixed within hours and says nothing about the mailbox, so it
+	// is unknown/dns_error, never invalid (docs/reliability.md).
+	ErrCNAMEChain = errors.New("CNAME loop or chain too long")
+	// ErrTruncated: the answer was still truncated over TCP (RFC 7766 §5
+	// leaves no further fallback). Temporary: the records are not known.
+	ErrTruncated = errors.New("answer truncated over TCP")
+	// ErrFilteredAddress (a kind of ErrNoAddress): the host has addresses,
+	// but none of the configured family, or only ones the address policy
+	// refuses. It is our setting, not the domain's answer.
+	ErrFilteredAddress = fmt.Errorf("%w of the configured family or address policy", ErrNoAddress)
+	// ErrNoUsableAddress: no MX target (or implicit MX) has an address we
+	// may dial, and at least one has addresses our settings exclude (IP
+	// family, private-address policy). Mapped to unknown/no_usable_address:
+	// another configuration could deliver, so never invalid.
+	ErrNoUsableAddress = errors.New("no MX host has an address usable with our settings")
+	// ErrMXAddressLiteral: the domain's MX targets are IP addresses
+	// ("MX 10 192.0.2.1." or "[192.0.2.1]"), which RFC 5321 §5.1 does not
+	// allow (MX targets are domain names). A fault of the domain, not of the
+	// address: unknown/mx_ip_literal. The literal is not dialled.
+	ErrMXAddressLiteral = errors.New("MX target is an IP address, not a host name")
 )
 
 // DNSError carries the details of a failed lookup. errors.Is(err,
@@ -196,7 +215,8 @@ type DNSConfig struct {
 	// Family selects A, AAAA or both for MX hosts. Default FamilyAny.
 	Family IPFamily
 	// MaxMXHosts is how many MX hosts with usable addresses ResolveMX
-	// returns. Default 3: the prober tries at most that many (issue 2).
+	// returns. Default 3: more hosts of one domain rarely answer what the
+	// first three did not, and each costs a timeout when they are down.
 	MaxMXHosts int
 	// MaxRecords caps the MX records and the addresses per host considered.
 	// Default 20: a hostile domain with thousands of MX records must not
@@ -223,6 +243,10 @@ type DNSConfig struct {
 	ShuffleFunc func(n int, swap func(i, j int))
 	// Logger receives a debug record per query. Default: discard.
 	Logger *slog.Logger
+	// Canary guards negative answers (validator/canary.go): while its names
+	// do not resolve, NXDOMAIN and "no MX" are temporary errors. No names:
+	// no canary.
+	Canary CanaryConfig
 }
 
 const (
@@ -264,6 +288,7 @@ type DNSResolver struct {
 	now          func() time.Time
 	shuffle      func(n int, swap func(i, j int))
 	log          *slog.Logger
+	canary       *dnsCanary // nil: negative answers are trusted
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -370,6 +395,11 @@ func NewDNSResolver(cfg DNSConfig) (*DNSResolver, error) {
 	}
 	r.udp = &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsUDPSize}
 	r.tcp = &dns.Client{Net: "tcp", Timeout: timeout}
+	c, err := newCanary(r, cfg.Canary)
+	if err != nil {
+		return nil, fmt.Errorf("dns config: %w", err)
+	}
+	r.canary = c
 	return r, nil
 }
 
@@ -401,7 +431,7 @@ func (r *DNSResolver) ResolveMX(ctx context.Context, domain string) (MXSet, erro
 	}
 	if r.cache != nil {
 		if e, ok := r.cache.Get(ctx, name); ok && r.now().Before(e.Expires) {
-			return r.fromEntry(name, e)
+			return r.fromEntry(ctx, name, e)
 		}
 	}
 
@@ -437,6 +467,11 @@ func (r *DNSResolver) ResolveMX(ctx context.Context, domain string) (MXSet, erro
 
 func (r *DNSResolver) resolveAndCache(ctx context.Context, name string) (MXSet, error) {
 	set, ttl, err := r.resolveMX(ctx, name)
+	if isNegative(err) {
+		if g := r.guardNegative(ctx, name, err); g != err {
+			return MXSet{Domain: name}, g // not cached: the answer is not trusted
+		}
+	}
 	if r.cache == nil {
 		return set, err
 	}
@@ -463,7 +498,7 @@ func (r *DNSResolver) resolveAndCache(ctx context.Context, name string) (MXSet, 
 }
 
 // fromEntry turns a cached entry back into ResolveMX's answer.
-func (r *DNSResolver) fromEntry(name string, e MXCacheEntry) (MXSet, error) {
+func (r *DNSResolver) fromEntry(ctx context.Context, name string, e MXCacheEntry) (MXSet, error) {
 	cached := func(s error) error {
 		return &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Err: fmt.Errorf("%w (cached)", s)}
 	}
@@ -471,12 +506,24 @@ func (r *DNSResolver) fromEntry(name string, e MXCacheEntry) (MXSet, error) {
 	case "":
 		return r.present(e.Set), nil
 	case ReasonDomainNotFound:
-		return MXSet{Domain: name}, cached(ErrDomainNotFound)
+		// Cached by a healthy resolver, maybe by another worker whose
+		// resolver is fine while ours lies: still ask the canary.
+		return MXSet{Domain: name}, r.guardNegative(ctx, name, cached(ErrDomainNotFound))
 	case ReasonNullMX:
 		return MXSet{Domain: name, NullMX: true}, cached(ErrNullMX)
 	default:
-		return MXSet{Domain: name}, cached(ErrNoMailHost)
+		return MXSet{Domain: name}, r.guardNegative(ctx, name, cached(ErrNoMailHost))
 	}
+}
+
+// isNegative reports the answers an untruthful resolver can fake by
+// omission: NXDOMAIN and "no mail host" (NODATA). A null MX is a record
+// the resolver had to produce, so it needs no canary.
+func isNegative(err error) bool {
+	if err == nil || errors.Is(err, ErrDNSTemporary) || errors.Is(err, ErrNullMX) {
+		return false
+	}
+	return errors.Is(err, ErrDomainNotFound) || errors.Is(err, ErrNoMailHost)
 }
 
 // present returns a copy of set with equal-preference hosts shuffled anew,
@@ -545,8 +592,16 @@ func (r *DNSResolver) resolveMX(ctx context.Context, name string) (MXSet, time.D
 	hosts := make([]MXHost, 0, len(mxs))
 	seen := make(map[string]bool, len(mxs))
 	var tempErr, permErr error
+	var literals, filtered int
+	var noAddr []string // targets without an address of our family
 	for _, mx := range mxs {
-		target, err := canonicalName(mx.Mx)
+		if isAddressLiteral(mx.Mx) {
+			r.log.LogAttrs(ctx, slog.LevelDebug, "mx target is an IP address",
+				slog.String("domain", name), slog.String("mx", mx.Mx))
+			literals++
+			continue
+		}
+		target, err := canonicalHost(mx.Mx)
 		if err != nil {
 			// IP literals (RFC 5321 §5.1 wants a name), "." next to other
 			// records (RFC 7505 §4.3), garbage: not a host to try.
@@ -576,11 +631,18 @@ func (r *DNSResolver) resolveMX(ctx context.Context, name string) (MXSet, time.D
 		if err != nil {
 			r.log.LogAttrs(ctx, slog.LevelDebug, "mx target unusable",
 				slog.String("domain", name), slog.String("mx", h.Name), slog.Any("err", err))
-			if errors.Is(err, ErrDNSTemporary) {
+			switch {
+			case errors.Is(err, ErrDNSTemporary):
 				temps++
 				tempErr = err
-			} else {
+			case errors.Is(err, ErrFilteredAddress):
+				filtered++
 				permErr = err
+			default:
+				permErr = err
+				if errors.Is(err, ErrNoAddress) {
+					noAddr = append(noAddr, h.Name)
+				}
 			}
 			continue
 		}
@@ -595,6 +657,25 @@ func (r *DNSResolver) resolveMX(ctx context.Context, name string) (MXSet, time.D
 	case tempErr != nil:
 		// Some target might have worked had DNS answered: not a verdict.
 		return set, 0, tempErr
+	}
+	if len(set.Hosts) == 0 && filtered == 0 {
+		for _, h := range noAddr {
+			if err := r.otherFamilyErr(ctx, h, permErr); errors.Is(err, ErrFilteredAddress) {
+				filtered++
+				permErr = err
+				break
+			}
+		}
+	}
+	switch {
+	case len(set.Hosts) > 0:
+	case filtered > 0:
+		// Our family or address policy, not the domain, left nothing.
+		return set, ttl, &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Rcode: res.rcode, Server: res.server,
+			Err: fmt.Errorf("%w (last: %w)", ErrNoUsableAddress, permErr)}
+	case literals > 0 && permErr == nil:
+		return set, ttl, &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Rcode: res.rcode, Server: res.server,
+			Err: ErrMXAddressLiteral}
 	default:
 		return set, ttl, &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Rcode: res.rcode, Server: res.server,
 			Err: noTargetErr(permErr)}
@@ -602,11 +683,15 @@ func (r *DNSResolver) resolveMX(ctx context.Context, name string) (MXSet, time.D
 	return set, ttl, nil
 }
 
+// noTargetErr says why no MX target is usable. The last target's error is
+// text, not wrapped: a target's NXDOMAIN or malformed name is a fault of the
+// domain's mail hosts (no_mx), and must not read as the domain not existing
+// (domain_not_found) or the address being malformed (bad_syntax).
 func noTargetErr(last error) error {
 	if last == nil {
 		return fmt.Errorf("%w: no MX target has a usable address", ErrNoMailHost)
 	}
-	return fmt.Errorf("%w: no MX target has a usable address (last: %w)", ErrNoMailHost, last)
+	return fmt.Errorf("%w: no MX target has a usable address (last: %v)", ErrNoMailHost, last)
 }
 
 // implicitMX handles a domain without MX records: RFC 5321 §5.1 says to
@@ -614,12 +699,18 @@ func noTargetErr(last error) error {
 func (r *DNSResolver) implicitMX(ctx context.Context, name string, mxRes lookupResult) (MXSet, time.Duration, error) {
 	set := MXSet{Domain: name}
 	addrs, ttl, err := r.hostAddrs(ctx, name)
+	if err != nil && !errors.Is(err, ErrDNSTemporary) {
+		err = r.otherFamilyErr(ctx, name, err)
+	}
 	switch {
 	case errors.Is(err, ErrDNSTemporary):
 		return set, 0, err
+	case errors.Is(err, ErrFilteredAddress):
+		return set, min(mxRes.ttl, ttl), &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Rcode: mxRes.rcode, Server: mxRes.server,
+			Err: fmt.Errorf("%w: no MX records, and the domain's own addresses are excluded (%w)", ErrNoUsableAddress, err)}
 	case err != nil:
 		return set, min(mxRes.ttl, ttl), &DNSError{Name: dns.Fqdn(name), Qtype: "MX", Rcode: mxRes.rcode, Server: mxRes.server,
-			Err: fmt.Errorf("%w: no MX records and no usable address (%w)", ErrNoMailHost, err)}
+			Err: fmt.Errorf("%w: no MX records and no usable address (%v)", ErrNoMailHost, err)}
 	}
 	set.Implicit = true
 	set.Hosts = []MXHost{{Name: name, Addrs: addrs}}
@@ -631,7 +722,7 @@ func (r *DNSResolver) implicitMX(ctx context.Context, name string, mxRes lookupR
 // (NXDOMAIN), ErrNoAddress (nothing usable: no records, or only refused
 // addresses), ErrCNAMEChain, ErrDNSTemporary. Results are not cached.
 func (r *DNSResolver) LookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
-	name, err := canonicalName(host)
+	name, err := canonicalHost(host)
 	if err != nil {
 		return nil, err
 	}
@@ -722,10 +813,46 @@ func (r *DNSResolver) hostAddrs(ctx context.Context, name string) ([]netip.Addr,
 	case nx == len(outs):
 		return nil, ttl, last.errorf(ErrDomainNotFound)
 	case len(refused) > 0:
-		return nil, ttl, last.errorf(fmt.Errorf("%w: refused %s", ErrNoAddress, strings.Join(refused, ", ")))
-	default:
-		return nil, ttl, last.errorf(ErrNoAddress)
+		return nil, ttl, last.errorf(fmt.Errorf("%w: refused %s", ErrFilteredAddress, strings.Join(refused, ", ")))
 	}
+	return nil, ttl, last.errorf(ErrNoAddress)
+}
+
+// otherFamilyErr is called when host gave no address of our family and no
+// other host worked: it asks whether the other family exists, so an
+// IPv4-only host under --ipv6 (or the reverse) is told apart from a host
+// with no address at all. It costs queries only on this failing path.
+func (r *DNSResolver) otherFamilyErr(ctx context.Context, host string, err error) error {
+	other, ok := otherFamily(r.family)
+	if !ok || !errors.Is(err, ErrNoAddress) || errors.Is(err, ErrFilteredAddress) {
+		return err
+	}
+	if o, lerr := r.lookup(ctx, host, other); lerr == nil && len(o.rrs) > 0 {
+		return o.errorf(fmt.Errorf("%w: only %s records, family is %v", ErrFilteredAddress, dns.TypeToString[other], r.family))
+	}
+	return err
+}
+
+// otherFamily is the address type a single-family resolver does not use.
+func otherFamily(f IPFamily) (uint16, bool) {
+	switch f {
+	case FamilyIPv4:
+		return dns.TypeAAAA, true
+	case FamilyIPv6:
+		return dns.TypeA, true
+	}
+	return 0, false
+}
+
+// isAddressLiteral reports an MX target written as an IP address, bare
+// ("192.0.2.1.") or bracketed ("[192.0.2.1]", "[IPv6:2001:db8::1]").
+func isAddressLiteral(target string) bool {
+	t := strings.TrimSuffix(target, ".")
+	if strings.HasPrefix(t, "[") && strings.HasSuffix(t, "]") {
+		t = strings.TrimPrefix(strings.TrimPrefix(t[1:len(t)-1], "IPv6:"), "ipv6:")
+	}
+	_, err := netip.ParseAddr(t)
+	return err == nil
 }
 
 func rrAddr(rr dns.RR) (netip.Addr, bool) {
@@ -816,7 +943,9 @@ func (r *DNSResolver) lookup(ctx context.Context, name string, qtype uint16) (lo
 	follow := func(target string) error {
 		t := strings.ToLower(target)
 		if visited[t] || len(visited) >= maxCNAMEChain {
-			return res.errorf(fmt.Errorf("%w (at %s)", ErrCNAMEChain, target))
+			e := res.errorf(fmt.Errorf("%w (at %s)", ErrCNAMEChain, target))
+			e.Temporary = true
+			return e
 		}
 		visited[t] = true
 		cur = t
@@ -934,6 +1063,11 @@ func (r *DNSResolver) exchangeOne(ctx context.Context, server, name string, qtyp
 		// RFC 7766 §5: a truncated UDP answer is retried over TCP.
 		netw = "tcp"
 		resp, err = exchangeVia(ctx, r.tcp, q, server)
+		if err == nil && resp.Truncated {
+			// TCP has no further fallback: whatever records came are a
+			// fragment, and an empty fragment must not read as "no MX".
+			err = ErrTruncated
+		}
 	}
 	attrs := []slog.Attr{slog.String("name", name), slog.String("type", qt), slog.String("server", server),
 		slog.String("net", netw), slog.Duration("took", time.Since(start))}
@@ -975,7 +1109,13 @@ func exchangeVia(ctx context.Context, c *dns.Client, q *dns.Msg, server string) 
 // canonicalName checks that s is a host name fit for DNS and returns it
 // lower-cased without the trailing dot. It is strict on purpose: the domain
 // comes from untrusted input and MX targets from untrusted servers.
-func canonicalName(s string) (string, error) {
+func canonicalName(s string) (string, error) { return canonical(s, false) }
+
+// canonicalHost is canonicalName for the name of a mail host (an MX target,
+// a host whose addresses are looked up), which may also contain '_'.
+func canonicalHost(s string) (string, error) { return canonical(s, true) }
+
+func canonical(s string, underscore bool) (string, error) {
 	bad := func(why string) error { return fmt.Errorf("%w %q: %s", ErrInvalidName, s, why) }
 	name := strings.TrimSuffix(s, ".")
 	switch {
@@ -1004,6 +1144,14 @@ func canonicalName(s string) (string, error) {
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
+			// '_' is in no host name (RFC 952/1123) nor mail domain
+			// (RFC 5321 §4.1.2), but DNS carries it (RFC 2181 §11) and
+			// mail hosts named with it exist and receive mail: refusing
+			// such an MX target would make its domain's addresses
+			// invalid/no_mx.
+			if c == '_' && underscore {
+				continue
+			}
 			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
 				if c >= 0x80 {
 					return "", bad("not ASCII; convert IDNs to A-labels first")

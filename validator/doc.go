@@ -8,7 +8,7 @@
 //     local part, domain or address literal, octet limits 64/255/254, IDN
 //     domains to A-labels with idna.Lookup, SMTPUTF8 flagged. net/mail is
 //     not used as the check: it accepts display names and comments
-//     (smtp-probing.md §9). Bad syntax is invalid/bad_syntax, final.
+//     (docs/smtp.md §9). Bad syntax is invalid/bad_syntax, final.
 //
 //  2. Lists: the operator's deny list (invalid/denied), allow list
 //     (valid/allowed, no traffic) and the embedded CC0 disposable-domain list
@@ -44,7 +44,7 @@
 //     is sent once per domain a day, not once per address. PIPELINING
 //     (RFC 2920) is optional and off by default.
 //
-//  5. Classification (classify.go): the decision table of smtp-probing.md
+//  5. Classification (classify.go): the decision table of docs/verdicts.md
 //     §1.2 as data. Only a 5yz reply to RCPT about the mailbox makes an
 //     address invalid; greylisting, rate limits, blocks of our IP, timeouts
 //     and disconnects are unknown (Outcome.Action tells the worker to cool a

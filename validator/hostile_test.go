@@ -145,7 +145,7 @@ func (c *countingConn) Read(p []byte) (int, error) {
 
 // TestProbeHostileBoundedRead: against peers that never stop talking, the
 // client reads about one line cap or one reply's worth of lines, then gives
-// up, however much the peer has queued (issue 8 "bounded memory").
+// up, however much the peer has queued (docs/reliability.md §1).
 func TestProbeHostileBoundedRead(t *testing.T) {
 	t.Parallel()
 	const bufSize = 4096 // the client's bufio.Reader

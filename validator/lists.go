@@ -341,7 +341,7 @@ func IsRoleAccount(local string) bool {
 }
 
 // roleSeparators is built once: a Replacer built per call cost ≈ 1.5 % of
-// the worker's CPU (docs/benchmarks.md, issue 7b).
+// the worker's CPU (docs/benchmarks.md).
 var roleSeparators = strings.NewReplacer(".", "", "-", "", "_", "")
 
 // IsFreeProvider reports whether domain belongs to a free consumer mailbox

@@ -17,11 +17,18 @@ const (
 	// many recipients"); close and put the remaining addresses in a new one.
 	ActionNewSession
 	// ActionCoolDown: the server throttles or blocks our IP; the provider must
-	// be paused for every worker (smtp-probing.md §1.2 rows 6–8).
+	// be paused for every worker (docs/verdicts.md "Blocks and rate limits").
 	ActionCoolDown
 	// ActionFixSender: MAIL FROM was refused; the sender identity needs work
-	// (smtp-probing.md §6). No retry will help until it is fixed.
+	// (docs/verdicts.md "About us"). No retry will help until it is fixed.
 	ActionFixSender
+	// ActionLowerRejectBudget: the server ended the session because of the
+	// refusals it gave ("421 4.7.0 Error: too many errors", Postfix's
+	// smtpd_hard_error_limit). Verdicts already answered in the session
+	// stand; the address that got this reply is asked again later, and the
+	// refused-RCPT budget of later sessions to this MX host drops so they
+	// stay below the server's limit.
+	ActionLowerRejectBudget
 )
 
 func (a Action) String() string {
@@ -36,12 +43,14 @@ func (a Action) String() string {
 		return "cool_down"
 	case ActionFixSender:
 		return "fix_sender"
+	case ActionLowerRejectBudget:
+		return "lower_reject_budget"
 	}
 	return "unknown"
 }
 
 // Outcome is what one SMTP reply means: the result of looking it up in the
-// decision table of smtp-probing.md §1.2.
+// decision table of docs/verdicts.md.
 type Outcome struct {
 	Verdict   Verdict
 	Reason    Reason

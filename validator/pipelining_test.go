@@ -53,18 +53,22 @@ func TestPipelining(t *testing.T) {
 				< 250 2.1.0 Ok
 				< 250 2.1.5 Ok
 				> RCPT TO:<bob@a.example>
+				> NOOP
 				< 250 2.1.5 Ok
+				< 250 2.0.0 Ok
 				> RSET
 				> MAIL FROM:<verify@mxprobe.test>
 				> RCPT TO:<carol@b.example>
+				> NOOP
 				< 250 2.0.0 Ok
 				< 250 2.1.0 Ok
 				< 550 5.1.1 No such user
+				< 250 2.0.0 Ok
 				> QUIT
 				< 221 2.0.0 Bye`,
 			rcpts:      []string{"alice@a.example", "bob@a.example", "carol@b.example"},
 			wantVerd:   []Verdict{Valid, Valid, Invalid},
-			wantRTTs:   5, // connect, EHLO, MAIL+RCPT, RCPT, RSET+MAIL+RCPT; QUIT awaits no reply
+			wantRTTs:   5, // connect, EHLO, MAIL+RCPT, RCPT+NOOP, RSET+MAIL+RCPT+NOOP; QUIT awaits no reply
 			closeAfter: true,
 		},
 		{

@@ -1,11 +1,11 @@
 package validator
 
-// The session pool (issue 7).
+// The session pool.
 //
 // A probe that ends well does not QUIT: its session is parked, keyed by MX
 // host name, address and sender, and the next Probe for that host takes it
 // and sends only what the new address needs. Every session we do not open
-// is both speed and politeness (design.md, "Sessions are reused"): one TCP
+// is both speed and politeness (docs/design.md, "Sessions are reused"): one TCP
 // connect, banner, EHLO and STARTTLS fewer, and one rate-limit token fewer.
 //
 // Between addresses of the same domain the MAIL transaction is kept open and
@@ -14,9 +14,9 @@ package validator
 // 5321 §4.1.1.5) ends the transaction and the same MAIL FROM opens the next,
 // so each transaction carries recipients of one domain, as an MTA's queue
 // manager groups them. MAIL FROM is byte-identical every time, so a
-// greylister sees the same triplet on the retry (smtp-probing.md §2 rule 1).
+// greylister sees the same triplet on the retry (docs/smtp.md §2).
 //
-// The bounds keep harvest defences from tripping (smtp-probing.md §4): at
+// The bounds keep harvest defences from tripping (docs/smtp.md §4): at
 // most MaxRcpts real recipients and MaxRejects refused RCPTs (the catch-all
 // probe's included) per session, well under Postfix's
 // smtpd_soft_error_limit of 10; a parked session is closed with QUIT after
@@ -37,11 +37,14 @@ type PoolConfig struct {
 	// QUITs it. Reuse is on by default because it is the politeness lever.
 	Disabled bool
 	// MaxRcpts caps the real recipients asked in one session; default 10
-	// (smtp-probing.md §4 "RCPTs per session ≤10").
+	// (docs/smtp.md §4: well below Postfix's soft error limit).
 	MaxRcpts int
 	// MaxRejects closes a session after this many refused RCPTs (4yz or
 	// 5yz, the catch-all probe's included); default 3, far below Postfix's
 	// smtpd_soft_error_limit of 10 after which every reply is delayed.
+	// A server that ends a session for its errors lowers it for that MX
+	// host (budget.go); then every error of the session counts, as the
+	// server counts them.
 	MaxRejects int
 	// IdleTimeout closes a parked session (with QUIT) when no probe took it;
 	// default 5s, far below any server's idle timeout (Postfix 300 s).
@@ -95,6 +98,11 @@ type smtpSession struct {
 	born    time.Time
 	rcpts   int
 	rejects int
+	// budget is the errors the session may have before it is closed:
+	// PoolConfig.MaxRejects or a learnt lower budget (budget.go).
+	budget int
+	// learnt: the server's closing 421 has been learnt from.
+	learnt bool
 	// greeted: banner, EHLO and STARTTLS are done.
 	greeted bool
 	// tx names the open MAIL transaction (recipient domain and SMTPUTF8);
@@ -115,10 +123,61 @@ type sessionPool struct {
 	n      int
 	closed bool
 	bg     sync.WaitGroup
+	// parkedC is closed, and replaced, whenever a session is parked: await
+	// waits on it.
+	parkedC chan struct{}
 }
 
 func newSessionPool(cfg PoolConfig, release func(*smtpSession)) *sessionPool {
-	return &sessionPool{cfg: cfg, release: release, idle: make(map[poolKey][]*smtpSession)}
+	return &sessionPool{cfg: cfg, release: release, idle: make(map[poolKey][]*smtpSession), parkedC: make(chan struct{})}
+}
+
+// parkedAddr returns the address of a session parked for host with sender,
+// if any; mu must not be held.
+func (sp *sessionPool) parkedAddr(host, sender string) (string, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.parkedAddrLocked(host, sender)
+}
+
+func (sp *sessionPool) parkedAddrLocked(host, sender string) (string, bool) {
+	for k, list := range sp.idle {
+		if k.host == host && k.sender == sender && len(list) > 0 {
+			return k.addr, true
+		}
+	}
+	return "", false
+}
+
+// await blocks until a session for host with sender is parked (true), or
+// until any session parks or ends, ctx ends or the pool closes: then it
+// reports whether one for host is parked. Callers loop while their reason
+// to wait lasts (a session of theirs still open).
+func (sp *sessionPool) await(ctx context.Context, host, sender string) bool {
+	sp.mu.Lock()
+	if _, ok := sp.parkedAddrLocked(host, sender); ok {
+		sp.mu.Unlock()
+		return true
+	}
+	ch := sp.parkedC
+	if sp.closed {
+		ch = nil // nothing will park or end here again: only ctx ends it
+	}
+	sp.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	_, ok := sp.parkedAddr(host, sender)
+	return ok
+}
+
+// changed wakes every await: a session parked or ended.
+func (sp *sessionPool) changed() {
+	sp.mu.Lock()
+	close(sp.parkedC)
+	sp.parkedC = make(chan struct{})
+	sp.mu.Unlock()
 }
 
 // take returns the most recently parked session for key, or nil.
@@ -170,6 +229,8 @@ func (sp *sessionPool) park(s *smtpSession, now time.Time) bool {
 	}
 	sp.idle[s.key] = append(sp.idle[s.key], s)
 	sp.n++
+	close(sp.parkedC) // wake every await
+	sp.parkedC = make(chan struct{})
 	sp.bg.Add(1)
 	s.timer = time.AfterFunc(wait, func() {
 		defer sp.bg.Done()
@@ -194,6 +255,8 @@ func (sp *sessionPool) closeAll() {
 	}
 	clear(sp.idle)
 	sp.n = 0
+	close(sp.parkedC) // wake every await: nothing will park again
+	sp.parkedC = make(chan struct{})
 	for _, s := range all {
 		if s.timer.Stop() {
 			// The timer's func will never run: settle its count here.
@@ -219,8 +282,7 @@ func (sp *sessionPool) parked() int {
 // CatchAllCache remembers per domain whether it accepts every recipient, so
 // that later addresses of the domain do not send the random RCPT again:
 // every random probe is a guaranteed refusal that counts toward harvest
-// limits (smtp-probing.md §3: "cache the catch-all result per domain
-// (24 h)"). Implementations must be safe for concurrent use; a failing
+// limits (docs/smtp.md §3), so it is remembered for a day. Implementations must be safe for concurrent use; a failing
 // backend answers "not known" and drops the write.
 type CatchAllCache interface {
 	// CatchAll reports what is known of domain: known is false on a miss.

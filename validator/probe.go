@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,7 @@ import (
 // documented defaults, except HeloName, which must be set.
 type ProbeConfig struct {
 	// HeloName is the EHLO/HELO argument: an FQDN (ideally the PTR name of
-	// the egress IP, smtp-probing.md §6) or an address literal "[192.0.2.1]".
+	// the egress IP, docs/smtp.md §6) or an address literal "[192.0.2.1]".
 	HeloName string
 	// MailFrom is the envelope sender, a mailbox on the operator's domain
 	// with SPF for the egress IPs. Empty sends the null sender "<>", which
@@ -72,9 +73,12 @@ type ProbeConfig struct {
 	Debug io.Writer
 	// Pool bounds session reuse, which is on unless Pool.Disabled (pool.go).
 	Pool PoolConfig
+	// OnSessionEnd, when set, is told of every session when it ends (for
+	// metrics: recipients per session). It must not block.
+	OnSessionEnd func(SessionStats)
 	// Pipelining sends RSET, MAIL and RCPT as one group (RFC 2920), and QUIT
 	// last in the group that ends a session, when the server advertises
-	// PIPELINING. Off by default: smtp-probing.md §5 advises against it
+	// PIPELINING. Off by default: docs/smtp.md §5 advises against it
 	// (Postfix ≥3.9 drops clients that pipeline where it is not allowed, and
 	// rate limits, not round trips, bound throughput); see
 	// docs/benchmarks.md for what it saves.
@@ -82,6 +86,10 @@ type ProbeConfig struct {
 	// CatchAllCache remembers catch-all results per domain; nil keeps them
 	// in process for 24 h (NewMemoryCatchAllCache).
 	CatchAllCache CatchAllCache
+	// RejectBudgets shares the per-host budgets learnt from servers that
+	// ended a session for its errors (budget.go); nil keeps them in
+	// process only.
+	RejectBudgets RejectBudgets
 }
 
 // Gate admits each new SMTP session; the worker wires the shared rate
@@ -123,6 +131,10 @@ type ProbeResult struct {
 	// CatchAll: nil when not tested (or the test was inconclusive), else
 	// whether the random recipient was accepted too.
 	CatchAll *bool
+	// CatchAllState is CatchAllYes or CatchAllNo with CatchAll, and
+	// CatchAllUnknown when the test ran and proved nothing; empty when it
+	// did not run.
+	CatchAllState CatchAllState
 	// Transcript holds every session's lines, in order, when asked for.
 	Transcript []TranscriptLine
 	// Err is the I/O, timeout, TLS or gate error, when one decided.
@@ -140,6 +152,8 @@ type Prober struct {
 
 	pool          *sessionPool // nil when reuse is off
 	catchAllCache CatchAllCache
+	budgets       RejectBudgets // shared; nil: none
+	localBudgets  *MemoryRejectBudgets
 	// rtts counts round trips (TCP connects and flush-then-read cycles)
 	// for the session-reuse benchmark.
 	rtts atomic.Int64
@@ -241,6 +255,7 @@ func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
 	}
 	p := &Prober{cfg: cfg, gate: gate, log: cfg.Logger, now: time.Now, tlsBroken: make(map[string]time.Time)}
 	p.catchAllCache = cfg.CatchAllCache
+	p.budgets, p.localBudgets = cfg.RejectBudgets, NewMemoryRejectBudgets()
 	if p.catchAllCache == nil {
 		p.catchAllCache = NewMemoryCatchAllCache(0, 0)
 	}
@@ -251,7 +266,7 @@ func NewProber(cfg ProbeConfig, gate Gate) (*Prober, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MailFrom == "" {
-		p.log.Warn("probe: MailFrom is empty; sending MAIL FROM:<>, which many sites reject (smtp-probing.md §6)")
+		p.log.Warn("probe: MailFrom is empty; sending MAIL FROM:<>, which many sites reject (docs/smtp.md §6)")
 	}
 	if cfg.Debug != nil {
 		p.debug = &lockedWriter{w: cfg.Debug}
@@ -359,10 +374,12 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 		return ProbeResult{Stage: StageRcpt, Err: ErrUnsafeCommand,
 			Outcome: Outcome{Verdict: Unknown, Reason: ReasonBadSyntax, Rule: "unsafe recipient"}}
 	}
+	mx = p.parkedFirst(mx)
 	var (
-		best       *ProbeResult
-		transcript []TranscriptLine
-		tried      bool
+		best        *ProbeResult
+		transcript  []TranscriptLine
+		tried       bool
+		reconnected map[string]bool // hosts asked again after a first-contact refusal
 	)
 	record := p.wantTranscript(ctx)
 	finish := func(r ProbeResult) ProbeResult {
@@ -384,8 +401,27 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 				}
 				return finish(*best)
 			}
-			r, lines, moveOn, gateErr := p.attempt(ctx, h, a, rcpt, utf8)
+			r, lines, moveOn, gateErr, fresh := p.attempt(ctx, h, a, rcpt, utf8)
 			transcript = append(transcript, lines...)
+			if gateErr == nil && fresh && !reconnected[h.Name] && firstContactRefusal(r) && ctx.Err() == nil {
+				// A postscreen-like screen refuses a client's first
+				// connection and lets the next one from the same IP
+				// through (docs/reliability.md): one new session, admitted
+				// like any other, once per host and probe.
+				if reconnected == nil {
+					reconnected = make(map[string]bool)
+				}
+				reconnected[h.Name] = true
+				p.log.Debug("probe: first contact refused; connecting again", "host", h.Name, "addr", a, "stage", r.Stage)
+				first := r
+				r, lines, moveOn, gateErr, _ = p.attempt(ctx, h, a, rcpt, utf8)
+				transcript = append(transcript, lines...)
+				if gateErr == nil && r.Reply == nil && ctx.Err() != nil {
+					// The budget ran out on the way: the server's own
+					// answer says more than our deadline.
+					r = first
+				}
+			}
 			if gateErr != nil {
 				out := Outcome{Verdict: Unknown, Reason: ReasonRateLimited, Retryable: true, Rule: "gate refused"}
 				if ctx.Err() != nil {
@@ -411,6 +447,50 @@ func (p *Prober) Probe(ctx context.Context, mx MXSet, rcpt string, utf8 bool) Pr
 			Outcome: Outcome{Verdict: Unknown, Reason: ReasonNoMX, Rule: "no MX address"}})
 	}
 	return finish(*best)
+}
+
+// parkedFirst moves a host of the most preferred tier that has a parked
+// session (and that session's address) to the front. Hosts of equal
+// preference are equivalent (RFC 5321 §5.1 has the client choose among them
+// at random), so asking the one already connected changes no verdict and
+// spares a session; it is how addresses handed to the worker that holds a
+// session (worker/sessions.go) land on that session.
+func (p *Prober) parkedFirst(mx MXSet) MXSet {
+	if p.pool == nil || len(mx.Hosts) < 1 {
+		return mx
+	}
+	for i, h := range mx.Hosts {
+		if h.Pref != mx.Hosts[0].Pref {
+			break
+		}
+		addr, ok := p.pool.parkedAddr(strings.ToLower(strings.TrimSuffix(h.Name, ".")), p.cfg.MailFrom)
+		if !ok {
+			continue
+		}
+		hosts := slices.Clone(mx.Hosts)
+		hosts[0], hosts[i] = hosts[i], hosts[0]
+		addrs := slices.Clone(hosts[0].Addrs)
+		for j, a := range addrs {
+			if a.String() == addr {
+				addrs[0], addrs[j] = addrs[j], addrs[0]
+				break
+			}
+		}
+		hosts[0].Addrs = addrs
+		mx.Hosts = hosts
+		return mx
+	}
+	return mx
+}
+
+// AwaitSession waits until a session to host is parked in this Prober's
+// pool (true), or until some session ends or ctx ends (false: the caller
+// decides whether to wait again). Without reuse it returns false at once.
+func (p *Prober) AwaitSession(ctx context.Context, host string) bool {
+	if p.pool == nil {
+		return false
+	}
+	return p.pool.await(ctx, strings.ToLower(strings.TrimSuffix(host, ".")), p.cfg.MailFrom)
 }
 
 // Close QUITs every parked session (releasing its Admission) and stops
@@ -447,7 +527,7 @@ func errResult(stage Stage, host string, a netip.Addr, err error) ProbeResult {
 // attempt asks one address of one host: on a parked session when there is
 // one, else on a new session the Gate admits. moveOn says whether the next
 // address may be asked; gateErr is the Gate's refusal.
-func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn bool, gateErr error) {
+func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt string, utf8 bool) (res ProbeResult, lines []TranscriptLine, moveOn bool, gateErr error, fresh bool) {
 	key := poolKey{host: strings.ToLower(strings.TrimSuffix(h.Name, ".")), addr: a.String(), sender: p.cfg.MailFrom}
 	if p.pool != nil {
 		if s := p.pool.take(key); s != nil {
@@ -456,12 +536,17 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 				// about the next address, so a new session asks it.
 				p.log.Debug("probe: parked session not quiet", "host", h.Name, "addr", a, "err", err)
 				p.release(s)
+				p.learnFromClosing(ctx, s)
 			} else if s.adm != nil && !s.adm.Reusable() {
+				p.release(s)
+			} else if b, ok := p.localBudgets.RejectBudget(ctx, h.Name); ok && s.c.errors >= min(s.budget, b) {
+				// Since it was parked, the host was found to allow
+				// fewer errors than the session has already had.
 				p.release(s)
 			} else {
 				r, l, move, stale := p.converse(ctx, s, h, a, rcpt, utf8)
 				if !stale {
-					return r, l, move, nil
+					return r, l, move, nil, false
 				}
 				// The server had dropped the parked session (an idle
 				// timeout of its own): nothing was learnt, ask on a new one.
@@ -474,7 +559,7 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 	if p.gate != nil {
 		var err error
 		if adm, err = p.gate.Admit(ctx, h); err != nil {
-			return ProbeResult{}, lines, false, err
+			return ProbeResult{}, lines, false, err, true
 		}
 	}
 	born := p.now()
@@ -488,14 +573,34 @@ func (p *Prober) attempt(ctx context.Context, h MXHost, a netip.Addr, rcpt strin
 			adm.Report(r.Outcome)
 			adm.Done()
 		}
-		return r, lines, true, nil
+		return r, lines, true, nil, true
 	}
 	p.rtts.Add(1) // the TCP connect
 	c := newClient(conn, h.Name, &p.cfg, p.debug, p.now)
 	c.rtts = &p.rtts
-	s := &smtpSession{c: c, key: key, adm: adm, born: born}
+	s := &smtpSession{c: c, key: key, adm: adm, born: born, budget: p.rejectBudget(ctx, h.Name)}
 	r, l, move, _ := p.converse(ctx, s, h, a, rcpt, utf8)
-	return r, append(lines, l...), move, nil
+	return r, append(lines, l...), move, nil, true
+}
+
+// firstContactRefusal recognises a screen that refuses a client it has not
+// seen before and admits its next connection: Postfix's postscreen answers
+// "450 4.3.2 Service currently unavailable" (after its after-220 tests, at
+// RCPT or earlier), as RFC 3463's 4.3.2 "system not accepting network
+// messages" says. A 421 (busy, closing) is not asked again at once, nor is
+// anything that asks for a cool-down.
+func firstContactRefusal(r ProbeResult) bool {
+	if r.Reply == nil || r.Outcome.Action == ActionCoolDown || r.Reply.Code != 450 {
+		return false
+	}
+	if r.Reply.Enhanced == "4.3.2" {
+		return true
+	}
+	switch r.Stage {
+	case StageBanner, StageEHLO, StageHELO:
+		return strings.Contains(strings.ToLower(r.Reply.Text), "service currently unavailable")
+	}
+	return false
 }
 
 // converse holds one probe's part of a session: the greeting when the
@@ -527,6 +632,15 @@ func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	res, moveOn, keep, stale := p.talk(ctx, s, h, rcpt, utf8)
 	alive := stop()
+	if res.Reply != nil && res.Outcome.Action == ActionLowerRejectBudget {
+		seen := c.errors
+		if res.Reply.Code != 421 {
+			seen-- // counted by readReply, but it is the limit's answer
+		}
+		p.learnLimit(ctx, h.Name, seen)
+	} else {
+		p.learnFromClosing(ctx, s)
+	}
 	res.Host, res.Addr = h.Name, a
 	if res.Err != nil && ctx.Err() != nil && !isTimeout(res.Err) {
 		// The read failed because AfterFunc closed the connection; say so.
@@ -545,13 +659,14 @@ func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip
 		if s.adm != nil {
 			s.adm.Done()
 		}
+		p.ended(s)
 		return res, c.transcript, moveOn, true
 	}
 	if s.adm != nil {
 		s.adm.Report(res.Outcome)
 	}
-	if keep && alive && p.pool != nil && c.botched == nil && !c.quitSent &&
-		s.rcpts < p.cfg.Pool.MaxRcpts && s.rejects < p.cfg.Pool.MaxRejects {
+	if keep && alive && p.pool != nil && c.botched == nil && !c.quitSent && !firstContactRefusal(res) &&
+		s.rcpts < p.cfg.Pool.MaxRcpts && s.rejects < s.budget && c.errors < s.budget {
 		lines = c.transcript
 		if p.pool.park(s, p.now()) {
 			return res, lines, moveOn, false
@@ -561,6 +676,18 @@ func (p *Prober) converse(ctx context.Context, s *smtpSession, h MXHost, a netip
 	return res, c.transcript, moveOn, false
 }
 
+// learnFromClosing learns the host's error limit when the server closed s
+// with an unasked "421 … too many errors" (budget.go).
+func (p *Prober) learnFromClosing(ctx context.Context, s *smtpSession) {
+	if s.c.closing == nil || s.learnt {
+		return
+	}
+	if p.classify(StageRcpt, *s.c.closing, "", s.c.host).Action == ActionLowerRejectBudget {
+		s.learnt = true
+		p.learnLimit(ctx, s.c.host, s.c.errors)
+	}
+}
+
 // release ends a session for good: QUIT when it is healthy, close, and
 // Done to its Admission, exactly once (the pool's owner rule sees to that).
 func (p *Prober) release(s *smtpSession) {
@@ -568,6 +695,24 @@ func (p *Prober) release(s *smtpSession) {
 	s.c.close()
 	if s.adm != nil {
 		s.adm.Done()
+	}
+	p.ended(s)
+}
+
+// SessionStats describes one SMTP session when it ends.
+type SessionStats struct {
+	Host    string
+	Rcpts   int // real recipients asked (the catch-all probe's not counted)
+	Rejects int // refused RCPTs
+	Age     time.Duration
+}
+
+func (p *Prober) ended(s *smtpSession) {
+	if p.pool != nil {
+		p.pool.changed() // one waiting for this host's session stops waiting
+	}
+	if p.cfg.OnSessionEnd != nil {
+		p.cfg.OnSessionEnd(SessionStats{Host: s.key.host, Rcpts: s.rcpts, Rejects: s.rejects, Age: p.now().Sub(s.born)})
 	}
 }
 
@@ -597,7 +742,7 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 	// A refusal before RCPT closes the session: any 4yz or 5yz there, and
 	// above all 421, means the server wants no more of this conversation.
 	replied := func(stage Stage, reply Reply) (ProbeResult, bool, bool, bool) {
-		out := Classify(stage, reply)
+		out := p.classify(stage, reply, rcpt, h.Name)
 		move := stage != StageRcpt && (reply.Code/100 == 4 || out.Action == ActionNextMX)
 		return ProbeResult{Stage: stage, Reply: &reply, Outcome: out}, move, false, false
 	}
@@ -643,6 +788,7 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			}
 		}
 		s.greeted = true
+		c.inTx = true
 	} else {
 		c.note("*", fmt.Sprintf("reusing session: %d recipients, %d refused, open %s",
 			s.rcpts, s.rejects, p.now().Sub(s.born).Round(time.Millisecond)))
@@ -672,30 +818,42 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 	type step struct {
 		stage Stage
 		line  string
+		noop  bool // the NOOP that confirms the RCPT before it
 	}
 	var steps []step
 	if s.tx != tx || p.resetEach {
 		if s.tx != "" {
-			steps = append(steps, step{StageRset, "RSET"})
+			steps = append(steps, step{stage: StageRset, line: "RSET"})
 		}
 		mail := "MAIL FROM:<" + p.cfg.MailFrom + ">"
 		if utf8 {
 			mail += " SMTPUTF8"
 		}
-		steps = append(steps, step{StageMail, mail})
+		steps = append(steps, step{stage: StageMail, line: mail})
 	}
-	steps = append(steps, step{StageRcpt, "RCPT TO:<" + rcpt + ">"})
+	steps = append(steps, step{stage: StageRcpt, line: "RCPT TO:<" + rcpt + ">"})
 	// RFC 2920 §3.1: RSET, MAIL and RCPT may appear anywhere in a group,
 	// QUIT only last. QUIT joins the group when the session ends after
 	// this RCPT whatever its reply, and no catch-all RCPT may follow it.
 	pipe := p.cfg.Pipelining && c.has("PIPELINING")
 	ending := p.pool == nil || s.rcpts+1 >= p.cfg.Pool.MaxRcpts
-	if pipe && ending && (!wantCatchAll || known) {
-		steps = append(steps, step{StageQuit, "QUIT"})
+	// An acceptance on a session that answered a RCPT before must be
+	// confirmed (client.confirm), so no QUIT may end the group then.
+	mustConfirm := s.rcpts > 0
+	if pipe && ending && (!wantCatchAll || known) && !mustConfirm {
+		steps = append(steps, step{stage: StageQuit, line: "QUIT"})
+	}
+	if pipe && mustConfirm {
+		// RFC 2920 §3.1 allows NOOP last in a group: the confirmation
+		// costs no round trip of its own.
+		steps = append(steps, step{stage: StageRcpt, line: "NOOP", noop: true})
 	}
 
 	replies := make([]Reply, 0, len(steps))
 	if pipe {
+		if err := c.peek(steps[0].stage); err != nil {
+			return ioFail(steps[0].stage, err)
+		}
 		for _, st := range steps {
 			if err := c.send(st.stage, st.line); err != nil {
 				// Part of the group may sit in the buffer: never reuse.
@@ -722,7 +880,26 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			if err != nil {
 				return ioFail(st.stage, err)
 			}
+			if reply.Code == 421 && st.noop {
+				// The server closed after the RCPT's reply (RFC 5321
+				// §3.8): that reply stands, the NOOP went unanswered.
+				c.closing = &reply
+				c.fail(st.stage, ErrServerClosing)
+				break
+			}
 			replies = append(replies, reply)
+			if reply.Code == 421 {
+				break // nothing after it is answered
+			}
+		}
+		// One reply per command, exactly: anything more already here
+		// was sent unasked, and one of the replies may not be what it
+		// seems.
+		if !c.quitSent && c.botched == nil {
+			// A 421 after them closes the session; the replies stand.
+			if err := c.checkSync(steps[len(replies)-1].stage); err != nil && !errors.Is(err, ErrServerClosing) {
+				return ioFail(steps[len(replies)-1].stage, err)
+			}
 		}
 	} else {
 		for _, st := range steps {
@@ -738,6 +915,9 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 	}
 
 	for i, reply := range replies {
+		if steps[i].noop {
+			continue // read with its RCPT
+		}
 		switch steps[i].stage {
 		case StageRset:
 			s.tx = ""
@@ -750,6 +930,12 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 				// nothing about the address, which was never asked: the
 				// session is dropped and the address asked on a new one.
 				r, move, _, _ := replied(StageRset, reply)
+				if r.Outcome.Action == ActionLowerRejectBudget {
+					// The errors of earlier probes reached the server's
+					// limit; this address was never asked: a new session
+					// (which starts with no errors) asks it.
+					return r, false, false, reused
+				}
 				if reply.Code == 421 || r.Outcome.Action == ActionCoolDown {
 					return r, move, false, false
 				}
@@ -758,13 +944,36 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 		case StageMail:
 			if reply.Code/100 != 2 {
 				s.tx = ""
-				return replied(StageMail, reply)
+				r, move, _, _ := replied(StageMail, reply)
+				return r, move, false, reused && r.Outcome.Action == ActionLowerRejectBudget
 			}
 			s.tx = tx
 		case StageRcpt:
+			if reply.Code/100 == 2 && mustConfirm {
+				var err error
+				if pipe {
+					if n := replies[len(replies)-1]; len(replies) != len(steps) || n.Code != 250 {
+						err = c.fail(StageRcpt, fmt.Errorf("%w: NOOP answered %d %s", ErrProtocolDesync, n.Code, n.Enhanced))
+					}
+				} else {
+					err = c.confirm(StageRcpt)
+				}
+				if err != nil {
+					// The acceptance may have been a late reply to an
+					// earlier command: no verdict from this session. As
+					// stale, the address is asked on a new session.
+					r := errResult(StageRcpt, h.Name, netip.Addr{}, err)
+					return r, false, false, !isTimeout(err)
+				}
+			}
 			s.rcpts++
-			res = ProbeResult{Stage: StageRcpt, Reply: &reply, Outcome: Classify(StageRcpt, reply)}
-			keep = reply.Code != 421 && res.Outcome.Action != ActionCoolDown && res.Outcome.Action != ActionNewSession
+			res = ProbeResult{Stage: StageRcpt, Reply: &reply, Outcome: p.classify(StageRcpt, reply, rcpt, h.Name)}
+			keep = reply.Code != 421 && res.Outcome.Action != ActionCoolDown && res.Outcome.Action != ActionNewSession && res.Outcome.Action != ActionLowerRejectBudget
+			if res.Outcome.Action == ActionLowerRejectBudget && reused {
+				// As for RSET: the limit was met by earlier probes'
+				// refusals, so the address is asked on a new session.
+				return res, false, false, true
+			}
 			if reply.Code/100 != 2 {
 				s.rejects++
 				if wantCatchAll && !known && res.Outcome.Reason == ReasonMailboxNotFound && reply.Code == 550 && reply.Enhanced == "5.1.1" {
@@ -772,7 +981,7 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 					// proves the domain does not accept everything:
 					// remembered, it spares the domain's next accepted
 					// address the random RCPT, a certain refusal that
-					// counts toward harvest limits (smtp-probing.md §3).
+					// counts toward harvest limits (docs/smtp.md §3).
 					// Only that exact answer: catch-all servers still
 					// refuse local parts they cannot parse (5.1.3), moved
 					// users (5.1.6) or blocked ones, which a candidate's
@@ -788,7 +997,9 @@ func (p *Prober) talk(ctx context.Context, s *smtpSession, h MXHost, rcpt string
 			case wantCatchAll && res.Outcome.Verdict == Valid && known:
 				v := cachedCatchAll
 				res.CatchAll = &v
+				res.CatchAllState = CatchAllNo
 				if v {
+					res.CatchAllState = CatchAllYes
 					res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all (remembered)"}
 				}
 			case wantCatchAll && res.Outcome.Verdict == Valid:
@@ -831,6 +1042,8 @@ func (p *Prober) hello(c *client) (Stage, Reply, error) {
 // refusal counting toward harvest limits, whenever the real one is refused.
 func (p *Prober) catchAll(ctx context.Context, s *smtpSession, domain string, res *ProbeResult) bool {
 	addr := CatchAllLocalPart(domain, p.cfg.MailFrom, p.now()) + "@" + domain
+	// Inconclusive until a reply proves otherwise; nothing is remembered.
+	res.CatchAllState = CatchAllUnknown
 	reply, err := s.c.cmd(StageCatchAll, "RCPT TO:<"+addr+">")
 	if err != nil {
 		return false
@@ -839,35 +1052,52 @@ func (p *Prober) catchAll(ctx context.Context, s *smtpSession, domain string, re
 	if reply.Code/100 != 2 {
 		s.rejects++
 	}
-	out := Classify(StageCatchAll, reply)
+	out := p.classify(StageCatchAll, reply, addr, s.key.host)
 	// Read as if it were a real RCPT: only "no such mailbox" proves the
 	// domain does not accept everything. A 552 "too many recipients", a
 	// block or a policy refusal says nothing about catch-all.
-	asRcpt := Classify(StageRcpt, reply)
+	asRcpt := p.classify(StageRcpt, reply, addr, s.key.host)
+	if reply.Code/100 == 2 {
+		// Remembered for the domain for a day, an acceptance must be the
+		// random RCPT's own (client.confirm): a stray 250 would make every
+		// address of the domain risky.
+		if err := s.c.confirm(StageCatchAll); err != nil {
+			return false
+		}
+	}
 	switch {
 	case reply.Code/100 == 2:
 		yes := true
 		res.CatchAll = &yes
+		res.CatchAllState = CatchAllYes
 		res.Stage, res.Reply = StageCatchAll, &reply
 		res.Outcome = Outcome{Verdict: Risky, Reason: ReasonCatchAll, Rule: "catch-all accepted"}
 		p.catchAllCache.SetCatchAll(ctx, domain, true)
 	case asRcpt.Verdict == Invalid && (asRcpt.Reason == ReasonMailboxNotFound || asRcpt.Reason == ReasonMailboxDisabled):
 		no := false
 		res.CatchAll = &no
+		res.CatchAllState = CatchAllNo
 		p.catchAllCache.SetCatchAll(ctx, domain, false)
+	}
+	if out.Action == ActionLowerRejectBudget {
+		seen := s.c.errors
+		if reply.Code != 421 {
+			seen--
+		}
+		p.learnLimit(ctx, s.c.host, seen)
 	}
 	if out.Action == ActionCoolDown && s.adm != nil {
 		// The throttle or block came on the catch-all RCPT; the provider
 		// must still be paused at once, whatever the real RCPT said.
 		s.adm.Report(out)
 	}
-	return reply.Code != 421 && out.Action != ActionCoolDown && out.Action != ActionNewSession
+	return reply.Code != 421 && out.Action != ActionCoolDown && out.Action != ActionNewSession && out.Action != ActionLowerRejectBudget
 }
 
 // CatchAllLocalPart returns the random-looking local part of the catch-all
 // probe: 16 lower-case letters and digits, fixed for one (domain, sender,
 // UTC day). A fixed triplet lets a greylisted catch-all probe pass on retry
-// (smtp-probing.md §2 rule 1); a new one each day keeps it from becoming a
+// (docs/smtp.md §2); a new one each day keeps it from becoming a
 // known trap address.
 func CatchAllLocalPart(domain, sender string, now time.Time) string {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -918,4 +1148,14 @@ func (p *Prober) markTLSBroken(host string) {
 		clear(p.tlsBroken)
 	}
 	p.tlsBroken[host] = p.now()
+}
+
+// classify reads a reply with what this prober knows of the conversation,
+// so echoed addresses and names never trigger a text rule
+// (docs/verdicts.md "Reading a reply").
+func (p *Prober) classify(stage Stage, r Reply, rcpt, mxHost string) Outcome {
+	return ClassifyReply(stage, r, ReplyContext{
+		MailFrom: p.cfg.MailFrom, Rcpt: rcpt, Helo: p.cfg.HeloName,
+		ServerNames: []string{strings.TrimSuffix(mxHost, ".")},
+	})
 }

@@ -374,7 +374,7 @@ func TestProbeTLSFallback(t *testing.T) {
 }
 
 // TestProbeHostile: each hostile peer ends within its bound with unknown,
-// retryable, never invalid (issue 8).
+// retryable, never invalid (docs/reliability.md §1).
 func TestProbeHostile(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

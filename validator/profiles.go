@@ -3,7 +3,7 @@ package validator
 import "strings"
 
 // Profile is what we know about a mail provider from its MX host names
-// (smtp-probing.md §3, §7). The zero Profile means "nothing special".
+// (docs/smtp.md §3, §7). The zero Profile means "nothing special".
 type Profile struct {
 	// Name identifies the provider in logs and tests.
 	Name string
@@ -42,7 +42,7 @@ var profiles = []Profile{
 	},
 	{
 		// Tenants without Directory-Based Edge Blocking accept every RCPT
-		// and bounce later (reacher #1185), so the catch-all probe is the
+		// and bounce later (a report to the reacher project), so the catch-all probe is the
 		// only way to tell such a tenant: keep it.
 		Name: "microsoft365", Suffix: ".mail.protection.outlook.com",
 		Note: "M365 tenants differ: DBEB rejects with 550 5.4.1, others accept all; catch-all probe tells them apart",

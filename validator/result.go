@@ -41,27 +41,34 @@ const (
 	ReasonNullMX           Reason = "null_mx"
 	ReasonDomainNotFound   Reason = "domain_not_found"
 	ReasonDNSError         Reason = "dns_error"
-	ReasonBadSyntax        Reason = "bad_syntax"
-	ReasonBlocked          Reason = "blocked"
-	ReasonBlockedRDNS      Reason = "blocked_rdns"
-	ReasonGreylisted       Reason = "greylisted"
-	ReasonRateLimited      Reason = "rate_limited"
-	ReasonTooManyRcpts     Reason = "too_many_recipients"
-	ReasonSenderRejected   Reason = "sender_rejected"
-	ReasonNoService        Reason = "no_smtp_service"
-	ReasonPolicy           Reason = "policy"
-	ReasonTimeout          Reason = "timeout"
-	ReasonConnectFailed    Reason = "connect_failed"
-	ReasonTLSError         Reason = "tls_error"
-	ReasonSMTPError        Reason = "smtp_error"
-	ReasonTempFailure      Reason = "temporary_failure"
-	ReasonUnverifiableEAI  Reason = "unverifiable_eai"
-	ReasonSMTPSkipped      Reason = "smtp_skipped"
-	ReasonAllowed          Reason = "allowed"
+	// ReasonNoUsableAddress: the MX hosts have addresses, but none our IP
+	// family or address policy lets us dial (docs/verdicts.md "DNS answers").
+	ReasonNoUsableAddress Reason = "no_usable_address"
+	// ReasonMXIPLiteral: the domain's MX targets are IP addresses, which
+	// RFC 5321 §5.1 does not allow (docs/verdicts.md "DNS answers").
+	ReasonMXIPLiteral     Reason = "mx_ip_literal"
+	ReasonBadSyntax       Reason = "bad_syntax"
+	ReasonBlocked         Reason = "blocked"
+	ReasonBlockedRDNS     Reason = "blocked_rdns"
+	ReasonGreylisted      Reason = "greylisted"
+	ReasonRateLimited     Reason = "rate_limited"
+	ReasonTooManyRcpts    Reason = "too_many_recipients"
+	ReasonTooManyErrors   Reason = "too_many_errors"
+	ReasonSenderRejected  Reason = "sender_rejected"
+	ReasonNoService       Reason = "no_smtp_service"
+	ReasonPolicy          Reason = "policy"
+	ReasonTimeout         Reason = "timeout"
+	ReasonConnectFailed   Reason = "connect_failed"
+	ReasonTLSError        Reason = "tls_error"
+	ReasonSMTPError       Reason = "smtp_error"
+	ReasonTempFailure     Reason = "temporary_failure"
+	ReasonUnverifiableEAI Reason = "unverifiable_eai"
+	ReasonSMTPSkipped     Reason = "smtp_skipped"
+	ReasonAllowed         Reason = "allowed"
 )
 
 // Stage names the point of the SMTP conversation a reply answered. Only
-// replies at StageRcpt judge the mailbox (smtp-probing.md §1.2).
+// replies at StageRcpt judge the mailbox (docs/verdicts.md "Stages").
 type Stage string
 
 const (
@@ -99,7 +106,26 @@ type Flags struct {
 	// Allowlisted and Denylisted record operator lists that matched.
 	Allowlisted bool `json:"allowlisted,omitempty"`
 	Denylisted  bool `json:"denylisted,omitempty"`
+	// CatchAllState says what the catch-all test found; empty when it was
+	// not run. CatchAll is true exactly when it is CatchAllYes.
+	CatchAllState CatchAllState `json:"catch_all_state,omitempty"`
 }
+
+// CatchAllState is the outcome of the catch-all test (docs/reliability.md).
+type CatchAllState string
+
+const (
+	// CatchAllYes: the random recipient was accepted too.
+	CatchAllYes CatchAllState = "yes"
+	// CatchAllNo: the random recipient was refused as unknown.
+	CatchAllNo CatchAllState = "no"
+	// CatchAllUnknown: the test ran but proved nothing (the random RCPT
+	// was dropped, reset, timed out or got a 4yz or a refusal not about
+	// the mailbox). A verdict carrying it is cached only briefly and the
+	// domain's catch-all status is not remembered, so the next request
+	// tests again.
+	CatchAllUnknown CatchAllState = "unknown"
+)
 
 // SMTPDetail is the reply that decided the verdict, with where it came from.
 type SMTPDetail struct {

@@ -11,7 +11,7 @@ import (
 
 // TestCraftedAddressesNeverInjectCommands drives crafted inputs through the
 // whole pipeline against a real go-smtp server: none may put a second
-// command on the wire (SMTP command injection, issue 8 item 5), none may
+// command on the wire (SMTP command injection), none may
 // come out valid.
 func TestCraftedAddressesNeverInjectCommands(t *testing.T) {
 	t.Parallel()

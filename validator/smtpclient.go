@@ -16,10 +16,10 @@ package validator
 //   - Every line in either direction can be recorded with a timestamp for the
 //     transcript, and written live to a debug writer.
 //   - Errors know the stage they happened at (banner, EHLO, MAIL, RCPT...),
-//     which the decision table needs (smtp-probing.md §1.2).
+//     which the decision table needs (docs/verdicts.md).
 //   - The write and read halves of a command are separate (send, flush,
 //     readReply), so RFC 2920 pipelining and keeping a session open for the
-//     next address (issue 7) fit without a rewrite.
+//     next address fit without a rewrite.
 //
 // As in mox's smtpclient, after any I/O or protocol error the client is
 // "botched": it refuses further commands, because it no longer knows what
@@ -82,7 +82,7 @@ const (
 	// exceed it, so allow about four times that (go-smtp's server doubles it).
 	defaultMaxLineLength = 2000
 	// An EHLO reply has a few dozen lines at most; 100 leaves room while
-	// stopping a 10,000-line reply from growing memory (issue 8).
+	// stopping a 10,000-line reply from growing memory.
 	defaultMaxReplyLines = 100
 	minMaxLineLength     = 512
 )
@@ -249,14 +249,24 @@ type client struct {
 
 	botched  error
 	quitSent bool
-	tls      bool
-	ext      map[string]string // EHLO keywords, upper-case → parameters
+	// errors counts the 4yz and 5yz replies of the session (a 421 aside),
+	// as the server counts them toward its error limit (budget.go).
+	errors int
+	// closing is a 421 the server sent unasked after a reply (RFC 5321
+	// §3.8: a server that must close may say so at any time); the reply
+	// before it stands, no command follows it.
+	closing *Reply
+	// inTx: the greeting is over; before each further command the socket
+	// is peeked for unsolicited octets (peek), not only our buffer.
+	inTx bool
+	tls  bool
+	ext  map[string]string // EHLO keywords, upper-case → parameters
 
 	record     bool
 	transcript []TranscriptLine
 	debug      *lockedWriter
 
-	// Round trips for the session-reuse benchmark (issue 7a): each read
+	// Round trips for the session-reuse benchmark: each read
 	// that waits on something we flushed is one; the caller counts the
 	// TCP connect. rtts may be nil.
 	rtts    *atomic.Int64
@@ -356,15 +366,22 @@ func (c *client) readReply(stage Stage) (Reply, error) {
 	if r.Code/100 == 3 {
 		return Reply{}, c.fail(stage, fmt.Errorf("%w: %d reply to %s", ErrProtocolDesync, r.Code, stage))
 	}
+	if r.Code/100 >= 4 && r.Code != 421 {
+		c.errors++
+	}
 	return r, nil
 }
 
 // cmd sends one command and reads its reply (lock-step). Octets buffered
 // before the command or left over after its reply were sent unasked: the
-// session is out of step (issue 8), see checkSync.
+// session is out of step, see checkSync.
 func (c *client) cmd(stage Stage, line string) (Reply, error) {
 	if c.botched == nil {
-		if err := c.checkSync(stage); err != nil {
+		check := c.checkSync
+		if c.inTx {
+			check = c.peek
+		}
+		if err := check(stage); err != nil {
 			return Reply{}, err
 		}
 	}
@@ -378,7 +395,7 @@ func (c *client) cmd(stage Stage, line string) (Reply, error) {
 	if err != nil {
 		return Reply{}, err
 	}
-	if err := c.checkSync(stage); err != nil {
+	if err := c.checkSync(stage); err != nil && !errors.Is(err, ErrServerClosing) {
 		return Reply{}, err
 	}
 	return r, nil
@@ -430,7 +447,7 @@ func (c *client) startTLS(ctx context.Context, cfg *tls.Config) error {
 // (smtp_skip_quit_response = yes), so a server sees what it sees from most
 // mail relays. Waiting would cost one more round trip per session, and on a
 // session ended by its last allowed RCPT it would hold that address's answer
-// back by it (issue 7a). A botched session is just closed; one whose QUIT
+// back by it. A botched session is just closed; one whose QUIT
 // already went out in a pipelined group is left alone.
 func (c *client) quit() {
 	if c.botched != nil || c.quitSent {

@@ -13,7 +13,7 @@ import (
 
 // Config configures a Validator. The zero value of every field is a safe
 // default except Probe.HeloName and Probe.MailFrom, which identify the
-// operator to remote servers (smtp-probing.md §6) and must be set for SMTP.
+// operator to remote servers (docs/smtp.md §6) and must be set for SMTP.
 type Config struct {
 	// Probe configures the SMTP conversation.
 	Probe ProbeConfig
@@ -119,6 +119,50 @@ func (m markedGate) Admit(ctx context.Context, host MXHost) (Admission, error) {
 	return adm, nil
 }
 
+// DNS returns the resolver built from Config.DNS, for its canary (RunCanary,
+// CanaryCheck); nil when Config.Resolver replaced it.
+func (v *Validator) DNS() *DNSResolver {
+	r, _ := v.resolver.(*DNSResolver)
+	return r
+}
+
+// MailHosts returns the MX hosts of the most preferred tier an SMTP probe of
+// input would ask, resolved as Validate resolves them (cached). ok is false
+// when Validate would decide without SMTP (bad syntax, a list, a DNS
+// answer, no SMTP configured): the worker then has no session to look for.
+func (v *Validator) MailHosts(ctx context.Context, input string) (hosts []string, ok bool) {
+	if v.prober == nil {
+		return nil, false
+	}
+	a, err := address.Parse(input)
+	if err != nil {
+		return nil, false
+	}
+	if m := v.lists.Check(a); m.Denied || m.Allowed || m.Disposable {
+		return nil, false
+	}
+	mx, err := v.mailHosts(ctx, a)
+	if err != nil || mx.NullMX || len(mx.Hosts) == 0 {
+		return nil, false
+	}
+	for _, h := range mx.Hosts {
+		if h.Pref != mx.Hosts[0].Pref {
+			break
+		}
+		hosts = append(hosts, h.Name)
+	}
+	return hosts, true
+}
+
+// AwaitSession waits until a session to host is parked for reuse (true),
+// or ctx ends (false at once without reuse or SMTP).
+func (v *Validator) AwaitSession(ctx context.Context, host string) bool {
+	if v.prober == nil {
+		return false
+	}
+	return v.prober.AwaitSession(ctx, host)
+}
+
 // Close QUITs the SMTP sessions parked for reuse and releases their rate
 // limit leases; call it when the Validator is no longer needed (worker
 // shutdown, end of a check run). Validate still works afterwards, without
@@ -178,6 +222,16 @@ func (v *Validator) Validate(ctx context.Context, input string) (Result, error) 
 		res.SMTP = &SMTPDetail{Stage: StageDNS}
 		res.Error = err.Error()
 		switch {
+		case errors.Is(err, ErrDNSTemporary):
+			// Checked first: a canary failure or a CNAME loop may wrap a
+			// negative sentinel but is not an answer (docs/verdicts.md "DNS answers").
+			res.Verdict, res.Reason, res.Retryable = Unknown, ReasonDNSError, true
+		case errors.Is(err, ErrNoUsableAddress):
+			// Our settings, not the domain: never invalid, and retrying
+			// with the same settings changes nothing.
+			res.Verdict, res.Reason = Unknown, ReasonNoUsableAddress
+		case errors.Is(err, ErrMXAddressLiteral):
+			res.Verdict, res.Reason = Unknown, ReasonMXIPLiteral
 		case errors.Is(err, ErrInvalidName):
 			res.Verdict, res.Reason = Invalid, ReasonBadSyntax
 		case errors.Is(err, ErrDomainNotFound):
@@ -212,6 +266,7 @@ func (v *Validator) Validate(ctx context.Context, input string) (Result, error) 
 	if pr.CatchAll != nil && *pr.CatchAll {
 		res.Flags.CatchAll = true
 	}
+	res.Flags.CatchAllState = pr.CatchAllState
 	if pr.Host != "" {
 		res.MXHost = pr.Host
 		if v.cfg.ProviderFunc != nil {

@@ -40,7 +40,7 @@ const testKey = "web:web-secret-0123456789abcdef"
 //   - mallory@…: 550 5.1.1 with markup in the reply text, which the page
 //     must show as text (a hostile mail server chooses that text);
 //   - greylist…@…: 450 4.2.0 greylisted on the first RCPT, accepted on the
-//     retry (postgrey's behaviour, smtp-probing.md);
+//     retry (postgrey's behaviour, docs/smtp.md);
 //   - anything else is accepted.
 var (
 	replyNotFound = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}

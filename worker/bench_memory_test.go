@@ -16,7 +16,7 @@ import (
 
 var queueMemoryTasks = flag.Int("queuememory.tasks", 100_000, "BenchmarkQueueMemory: tasks queued per case")
 
-// BenchmarkQueueMemory (issue 7d) measures what queued validation tasks
+// BenchmarkQueueMemory measures what queued validation tasks
 // cost Redis: -queuememory.tasks tasks enqueued through tasks.Client into a
 // private redis-server with no worker running, INFO memory used_memory
 // before and after, divided by the count. Cases: the bare request (an

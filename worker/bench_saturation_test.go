@@ -35,7 +35,7 @@ var (
 	saturationScheduler = flag.Duration("saturation.scheduler", time.Second, "BenchmarkRateLimitSaturation: worker.Config.SchedulerInterval (1 s: `mxprobe worker`'s default; 0: asynq's, 5 s)")
 )
 
-// BenchmarkRateLimitSaturation (issue 7c) queues -saturation.tasks
+// BenchmarkRateLimitSaturation queues -saturation.tasks
 // validations for one provider at once and lets the real worker (validator
 // → Gate → ratelimit → asynq) drain them under a limit of
 // -saturation.rate sessions per second, with session reuse off, so every

@@ -54,7 +54,7 @@ var (
 const throughputGroup = 100
 
 // BenchmarkThroughput measures end-to-end validations per second through
-// Redis (issue 4) next to a bare asynq handler that does nothing, on the same
+// Redis next to a bare asynq handler that does nothing, on the same
 // private redis-server, the same go-redis client and the same concurrency.
 //
 // One b.N iteration is one round: every variant drains its own batch of
@@ -65,7 +65,7 @@ const throughputGroup = 100
 // more) and read the medians, not any single round.
 //
 // Variants (each a throughputVariant; add one to compare a new path, e.g.
-// the session pool of issue 7):
+// the session pool):
 //
 //	bare     asynq handler returning nil: the floor asynq and Redis set
 //	mxprobe  worker.New with the real validator: distinct addresses, so each
@@ -75,7 +75,10 @@ const throughputGroup = 100
 //	fresh    as mxprobe with tasks.NoDedupe: no cache read, no lead
 //	cached   the addresses mxprobe just validated, answered from the cache
 //	nopool   as mxprobe with session reuse off (validator.PoolConfig.Disabled):
-//	         a new TCP session per address, as before issue 7
+//	         a new TCP session per address
+//	shared   as mxprobe with session sharing across workers on (its Gate
+//	         advertises sessions; addresses for a held host are handed to
+//	         the holder), as `mxprobe worker` runs: the price of sharing
 //
 // Addresses: -throughput.perdomain (10) per recipient domain, each domain
 // with its own MX host name on 127.0.0.1, interleaved in groups of
@@ -103,6 +106,7 @@ func BenchmarkThroughput(b *testing.B) {
 		{name: "cached", start: env.startWorker, reuse: "mxprobe"},
 		{name: "fresh", start: env.startWorker, opts: []tasks.Option{tasks.NoDedupe()}},
 		{name: "nopool", start: env.startWorkerNoPool},
+		{name: "shared", start: env.startWorkerShared},
 	}
 	if *throughputVariants != "" {
 		want := strings.Split(*throughputVariants, ",")
@@ -218,7 +222,12 @@ type throughputEnv struct {
 	v     *validator.Validator
 	// vNoPool is v with session reuse off.
 	vNoPool *validator.Validator
-	prod    *tasks.Client
+	// vShared is v with its Gate sharing sessions through sessions, as
+	// `mxprobe worker` runs.
+	vShared  *validator.Validator
+	sessions *worker.Sessions
+	group    func(string) string
+	prod     *tasks.Client
 }
 
 func newThroughputEnv(b *testing.B) *throughputEnv {
@@ -255,7 +264,7 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	newValidator := func(pool validator.PoolConfig) *validator.Validator {
+	newValidator := func(pool validator.PoolConfig, gate *worker.Gate) *validator.Validator {
 		// As cmd/mxprobe wires it (worker.go build): shared caches, each
 		// with its in-process copy.
 		v, err := validator.New(validator.Config{
@@ -265,7 +274,7 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 				CatchAllCache: worker.NewRedisCatchAllCache(e.rdb, "mxprobe:", worker.DefaultCatchAllTTL, 10000, nil, log)},
 			DNS: validator.DNSConfig{Servers: []string{e.sink.dnsAddr}, AllowPrivate: true, Timeout: 2 * time.Second,
 				Cache: worker.NewRedisMXCache(e.rdb, "mxprobe:", 10000, nil, log)},
-			Gate:         worker.NewGate(limiter, "bench", log),
+			Gate:         gate,
 			ProviderFunc: limiter.Group,
 		})
 		if err != nil {
@@ -274,8 +283,13 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 		b.Cleanup(func() { v.Close() })
 		return v
 	}
-	e.v = newValidator(validator.PoolConfig{})
-	e.vNoPool = newValidator(validator.PoolConfig{Disabled: true})
+	e.v = newValidator(validator.PoolConfig{}, worker.NewGate(limiter, "bench", log))
+	e.vNoPool = newValidator(validator.PoolConfig{Disabled: true}, worker.NewGate(limiter, "bench", log))
+	e.sessions = worker.NewSessions(e.rdb, worker.SessionsConfig{Egress: "bench"})
+	shared := worker.NewGate(limiter, "bench", log)
+	shared.ShareSessions(e.sessions)
+	e.vShared = newValidator(validator.PoolConfig{}, shared)
+	e.group = limiter.Group
 	e.prod = tasks.NewClient(e.admin)
 	return e
 }
@@ -326,10 +340,20 @@ func (e *throughputEnv) startWorkerNoPool(b *testing.B, seen func(bool)) func() 
 	return e.startWorkerWith(b, e.vNoPool, seen)
 }
 
+func (e *throughputEnv) startWorkerShared(b *testing.B, seen func(bool)) func() {
+	return e.startWorkerCfg(b, struct{ worker.SessionValidator }{e.vShared}, seen, e.sessions)
+}
+
 func (e *throughputEnv) startWorkerWith(b *testing.B, v *validator.Validator, seen func(bool)) func() {
+	return e.startWorkerCfg(b, struct{ worker.Validator }{v}, seen, nil)
+}
+
+func (e *throughputEnv) startWorkerCfg(b *testing.B, v worker.Validator, seen func(bool), sessions *worker.Sessions) func() {
 	// Shutdown closes an io.Closer validator (the pool); these are shared
 	// by every round, so the worker gets them without Close.
-	w, err := worker.New(e.rdb, struct{ worker.Validator }{v}, worker.Config{
+	w, err := worker.New(e.rdb, v, worker.Config{
+		Sessions:        sessions,
+		ProviderFunc:    e.group,
 		Concurrency:     *throughputConcurrency,
 		Queues:          benchQueues,
 		ShutdownTimeout: 5 * time.Second,

@@ -316,7 +316,7 @@ func (d *Deliverer) transportError(ctx context.Context, err error) error {
 	// The HTTP client's *url.Error quotes the whole URL, and webhook URLs
 	// carry tokens in their path or query: keep only the operation and the
 	// cause, so the token reaches neither the log nor the task's stored
-	// error (issue 8, TestWorkerLogsKeepSecrets).
+	// error (TestWorkerLogsKeepSecrets).
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = fmt.Errorf("%s: %w", ue.Op, ue.Err)

@@ -13,8 +13,7 @@ import (
 )
 
 // DefaultCatchAllTTL is how long a domain's catch-all status is shared:
-// about a day (smtp-probing.md §3, "cache the catch-all result per domain
-// (24 h)"); a domain rarely switches, and every random RCPT saved is a
+// about a day (docs/smtp.md §3); a domain rarely switches, and every random RCPT saved is a
 // guaranteed refusal that never counts toward the server's harvest limits.
 const DefaultCatchAllTTL = 24 * time.Hour
 
@@ -26,7 +25,7 @@ const DefaultCatchAllTTL = 24 * time.Hour
 const catchAllLocalTTL = 10 * time.Minute
 
 // RedisCatchAllCache shares each domain's catch-all status among every
-// worker (issue 7): once one worker has sent the random RCPT to a domain, no
+// worker: once one worker has sent the random RCPT to a domain, no
 // other worker sends it again until the entry expires. Like RedisMXCache it
 // keeps an in-process copy in front of Redis. A Redis failure is a miss (the
 // prober then asks the server, as without a cache) and a dropped write.

@@ -43,7 +43,7 @@ func (h *hookCounter) get(k string) int {
 
 // Two probers (as in two worker processes) share one Redis: once the first
 // has classified a domain, catch-all or not, the second asks the server only
-// about its own address and never sends the random RCPT (smtp-probing.md §3).
+// about its own address and never sends the random RCPT (docs/smtp.md §3).
 func TestRedisCatchAllCacheSharedAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Client(t)

@@ -1,6 +1,6 @@
 // Package worker runs mxprobe's asynq tasks: email:validate and
 // email:callback. It is the one place that turns validator and ratelimit
-// outcomes into queue outcomes (design.md):
+// outcomes into queue outcomes (docs/design.md):
 //
 //   - A final verdict (valid, invalid, risky, or unknown once retries are
 //     spent or the producer's deadline has come) is stored with the task
@@ -22,6 +22,10 @@
 //     redeem slots late and in clumps (measured: 94 % of the configured
 //     rate, bursts of 160 % in short windows; with the wait, 100 %). At most
 //     rate × SlotWait handlers per provider wait, 2 s each.
+//     A denial whose wait would end after the producer's deadline, or past
+//     the give-up horizon (RetryPolicy.GiveUpAfter from enqueue), is not
+//     waited out: the task ends at once as a final unknown naming the
+//     hold's reason, with its callback (docs/reliability.md).
 //     Validation tasks carry tasks.MaxRetryCeiling retries, far above the
 //     policy, because asynq archives a task whose retries are spent on any
 //     error at all, even a harmless one.

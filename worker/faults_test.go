@@ -27,7 +27,7 @@ import (
 	"github.com/mxprobe/mxprobe/worker"
 )
 
-// Faults with real processes (issue 8 item 4). Each test asserts what is
+// Faults with real processes (docs/reliability.md §4). Each test asserts what is
 // delivered and that nothing accepted is lost. The SIGKILLed worker is
 // TestWorkerKilledMidTaskAnotherCompletesIt and a receiver that answers 503
 // is TestCallbackReceiverDownThenUp, both in worker_test.go.
@@ -282,7 +282,7 @@ func TestDNSDownThenBack(t *testing.T) {
 
 // TestWorkerLogsKeepSecrets: a worker whose callbacks carry a token in the
 // URL and fail, whose probes fail, logging at debug level, never writes the
-// callback secret or the URL's token (issue 8 item 5). Errors of the HTTP
+// callback secret or the URL's token (docs/reliability.md §5). Errors of the HTTP
 // client quote the whole URL; they must be stripped before logging.
 func TestWorkerLogsKeepSecrets(t *testing.T) {
 	t.Parallel()

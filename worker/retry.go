@@ -13,7 +13,7 @@ import (
 )
 
 // RetryPolicy is the schedule for temporary outcomes (greylisting, other 4yz,
-// timeouts, DNS SERVFAIL). Defaults follow smtp-probing.md §2: first retry
+// timeouts, DNS SERVFAIL). Defaults follow docs/smtp.md §2: first retry
 // after the greylisting delay, then growing to hours, final after about a
 // day.
 type RetryPolicy struct {
@@ -124,7 +124,7 @@ func (p RetryPolicy) Delay(n int, hint time.Duration) time.Duration {
 
 // RateLimitError asks asynq to run the task again after RetryIn without
 // counting a failure: the shared limiter said "not now", nothing failed
-// (design.md, "Rate-limited ≠ failed").
+// (docs/design.md, "Rate-limited is not failed").
 type RateLimitError struct {
 	RetryIn time.Duration
 	Reason  string
@@ -150,7 +150,30 @@ func (e *TemporaryError) Error() string { return "temporary: " + e.Reason }
 // isFailure is asynq's IsFailure: only temporary outcomes use up retries.
 func isFailure(err error) bool {
 	var rl *RateLimitError
-	return !errors.As(err, &rl)
+	var ie *InfraError
+	return !errors.As(err, &rl) && !errors.As(err, &ie)
+}
+
+// InfraError: our own infrastructure failed (Redis unreachable, a failover
+// under way), not the recipient's server. The task comes back within
+// seconds on its own short, jittered schedule (InfraRetryMin to
+// InfraRetryMax), not on the greylisting schedule, and spends no retry:
+// an outage says nothing about the address (docs/reliability.md).
+type InfraError struct{ Err error }
+
+func (e *InfraError) Error() string { return "infrastructure: " + e.Err.Error() }
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// InfraRetryMin and InfraRetryMax bound the delay after an InfraError:
+// uniform between them, so a fleet that met the same outage does not come
+// back in one instant.
+const (
+	InfraRetryMin = time.Second
+	InfraRetryMax = 5 * time.Second
+)
+
+func infraDelay() time.Duration {
+	return InfraRetryMin + time.Duration(rand.Int64N(int64(InfraRetryMax-InfraRetryMin)))
 }
 
 // retryDelay is asynq's RetryDelayFunc for both task types.
@@ -158,6 +181,10 @@ func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	var rl *RateLimitError
 	if errors.As(err, &rl) {
 		return rl.RetryIn
+	}
+	var ie *InfraError
+	if errors.As(err, &ie) {
+		return infraDelay()
 	}
 	if errors.Is(err, asynq.ErrLeaseExpired) {
 		// A worker died mid-task: run it again soon. Greylisting is not

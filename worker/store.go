@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/tasks"
+	"github.com/mxprobe/mxprobe/validator"
 )
 
 // leadTTL bounds how long one attempt may hold the lead on an address: past
@@ -116,6 +117,12 @@ func (s *resultStore) ttlFor(r tasks.Result) time.Duration {
 	if r.Retryable {
 		return 0
 	}
+	if r.Flags.CatchAllState == string(validator.CatchAllUnknown) {
+		// The catch-all test proved nothing: a "valid" that may be a
+		// catch-all domain's is kept only as long as an unknown, so the
+		// next request soon tests again (docs/reliability.md).
+		return s.ttl.Unknown
+	}
 	switch r.Verdict {
 	case tasks.VerdictValid:
 		return s.ttl.Valid
@@ -150,7 +157,7 @@ return 0
 // When task is not zero, the task's own result (task.data) is written to
 // asynq in the same round trip (a pipeline: the keys live in different
 // hash slots, so not in the script), instead of a separate ResultWriter
-// call: one Redis round trip fewer per validation (issue 7b).
+// call: one Redis round trip fewer per validation.
 func (s *resultStore) settle(ctx context.Context, addr, leader string, r tasks.Result, encoded []byte, task taskResult) error {
 	ttl := s.ttlFor(r)
 	if ttl < time.Millisecond {

@@ -22,7 +22,7 @@ func TestCheckMirrorsValidatorResult(t *testing.T) {
 		Input: "Alice@Example.COM", Address: "Alice@example.com", Verdict: validator.Unknown,
 		Reason: validator.ReasonGreylisted, Retryable: true, RetryAfter: validator.Duration(5 * time.Minute),
 		Flags: validator.Flags{Disposable: true, CatchAll: true, RoleAccount: true, FreeProvider: true,
-			SMTPUTF8: true, Allowlisted: true, Denylisted: true},
+			SMTPUTF8: true, Allowlisted: true, Denylisted: true, CatchAllState: validator.CatchAllYes},
 		MXHost: "mx.example.com", MXAddr: "192.0.2.1", Provider: "example.com",
 		SMTP: &validator.SMTPDetail{Stage: validator.StageRcpt, Code: 450, Enhanced: "4.2.0", Text: "Greylisted"},
 		TLS:  true, CheckedAt: at, Duration: validator.Duration(1500 * time.Millisecond),

@@ -66,7 +66,14 @@ type Config struct {
 	// ("catch_all"), which cmd/mxprobe builds with it. For metrics; it
 	// must not block.
 	CacheHook CacheHook
-	Logger    *slog.Logger
+	// Sessions, when set, shares SMTP sessions with the other workers
+	// (sessions.go): build it with NewSessions and pass it to the Gate's
+	// ShareSessions too. The validator must then be a SessionValidator.
+	Sessions *Sessions
+	// ProviderFunc names the rate-limit group of an MX host, for the
+	// session-sharing metrics; nil uses the host itself.
+	ProviderFunc func(mxHost string) string
+	Logger       *slog.Logger
 	// SchedulerInterval is how often retries and delayed tasks move back to
 	// their queue (default 1 s; asynq's own 5 s lets rate-limited tasks
 	// return in clumps up to 4 s after their slots); PollInterval how often an idle
@@ -77,7 +84,7 @@ type Config struct {
 }
 
 // CacheTTL is how long a final verdict is reused without SMTP traffic
-// (Postfix's address_verify_*_expire_time, smtp-probing.md §4). Zero
+// (Postfix's address_verify_*_expire_time, docs/smtp.md §4). Zero
 // disables caching of that verdict.
 type CacheTTL struct {
 	Valid, Invalid, Risky, Unknown time.Duration
@@ -135,6 +142,13 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 	}
 	if cfg.SchedulerInterval == 0 {
 		w.cfg.SchedulerInterval = time.Second
+	}
+	if cfg.Sessions != nil {
+		sv, ok := v.(SessionValidator)
+		if !ok {
+			return nil, errors.New("worker: Sessions needs a validator with MailHosts and AwaitSession (*validator.Validator)")
+		}
+		cfg.Sessions.attach(sv, cfg.ProviderFunc)
 	}
 	if cfg.ShutdownTimeout == 0 {
 		w.cfg.ShutdownTimeout = 30 * time.Second
@@ -209,6 +223,12 @@ func (w *Worker) Start() error {
 			w.log.Log(ctx, level, "task not done", "task_id", id, "type", t.Type(), "err", err)
 		}),
 	})
+	if w.cfg.Sessions != nil {
+		// Listening first: an advertised session must reach a listener.
+		if err := w.cfg.Sessions.start(); err != nil {
+			return fmt.Errorf("worker: session sharing: %w", err)
+		}
+	}
 	return w.srv.Start(w.Handler())
 }
 
@@ -222,6 +242,9 @@ func (w *Worker) Start() error {
 func (w *Worker) Shutdown() {
 	if w.srv != nil {
 		w.srv.Shutdown()
+	}
+	if w.cfg.Sessions != nil {
+		w.cfg.Sessions.shutdown()
 	}
 	if c, ok := w.v.(io.Closer); ok {
 		if err := c.Close(); err != nil {
@@ -271,7 +294,7 @@ func (w *Worker) afterPanic(ctx context.Context, t *asynq.Task, err error) error
 	return nil
 }
 
-// processValidate follows the way of one address (design.md):
+// processValidate follows the way of one address (docs/design.md):
 // cache → validator (which passes the rate limiter through its Gate) →
 // classify into final / retry / rate-limited → store → callback.
 func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
@@ -303,7 +326,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		// then answered from the cache the leader fills.
 		hit, leader, retryIn, err := w.store.lookup(ctx, p.Address, id)
 		if err != nil {
-			return fmt.Errorf("result cache and dedupe: %w", err)
+			return w.infra(p, retried, fmt.Errorf("result cache and dedupe: %w", err))
 		}
 		if w.cfg.CacheHook != nil {
 			w.cfg.CacheHook("result", hit != nil)
@@ -318,13 +341,17 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 			return w.finish(ctx, t, p, res)
 		}
 		if leader != id {
-			if lastAttempt {
+			// A leader waiting for its own next attempt (a greylisting
+			// retry, a provider's cool-down) that ends after our deadline
+			// or give-up cannot answer us in time: probe ourselves now. A
+			// leader still probing (a poll of a second or two) soon
+			// answers, so we wait for it, up to our deadline.
+			leaderWaits := retryIn > 2*followerPoll
+			if lastAttempt || (leaderWaits && w.outlives(p, retried, retryIn)) {
 				// Never strand a request behind another: probe ourselves.
-				log.Info("deadline reached while waiting for a shared probe", "leader", leader)
+				log.Info("not waiting for a shared probe", "leader", leader, "leader_retry_in", retryIn, "last_attempt", lastAttempt)
 			} else {
 				w.writeResult(t, withCheck(base, tasks.Check{Input: p.Input, Address: p.Address, Verdict: tasks.VerdictUnknown, Reason: "pending"}, func(r *tasks.Result) { r.SharedWith = leader }))
-				// Capped to our own deadline: the leader may be waiting
-				// for a greylisting retry far past it.
 				return &RateLimitError{RetryIn: w.capToDeadline(p, retryIn), Reason: "shared probe in flight by " + leader}
 			}
 		}
@@ -339,7 +366,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 		// Recorded only when asked: a line allocation saved per SMTP line.
 		vctx = validator.WithTranscript(vctx, true)
 	}
-	vres, verr := w.v.Validate(vctx, p.Input)
+	vres, verr := w.validate(vctx, p, id)
 	cancel()
 	if verr != nil && ctx.Err() == nil && errors.Is(verr, context.DeadlineExceeded) {
 		// Our bound, not shutdown: an unknown/timeout like any other slow
@@ -350,10 +377,15 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	}
 	if verr != nil {
 		if delay, reason, ok := denial(verr); ok {
-			if w.pastDeadline(p) {
+			// Decided on the hold itself, not on the spread denial adds:
+			// a pause that ends before the deadline is waited out.
+			var d *ratelimit.DeniedError
+			errors.As(verr, &d) // denial's ok says it is one
+			if w.outlives(p, retried, d.RetryIn) {
 				// Denials do not use retries, so without this a task under
 				// a long cool-down would outlive its producer's deadline
-				// by the whole pause and its callback would come too late.
+				// or the give-up horizon by the whole pause, and its
+				// callback would come too late or never.
 				return w.finishDenied(ctx, t, p, base, verr)
 			}
 			delay = w.capToDeadline(p, delay)
@@ -367,7 +399,9 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 			return fmt.Errorf("validation interrupted: %w", ctx.Err())
 		}
 		if !lastAttempt {
-			return &TemporaryError{Reason: verr.Error()}
+			// The Gate's limiter could not be asked (Redis): our
+			// failure, retried within seconds, no retry spent.
+			return w.infra(p, retried, verr)
 		}
 		// An operational failure (the limiter's Redis unreachable, say) on
 		// the last attempt still ends in an answer and a callback.
@@ -416,6 +450,59 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	return w.finishEncoded(ctx, t, p, res, b, task.key != "")
 }
 
+// validate probes the address, on a session another worker (or this one)
+// holds to its MX host when there is one (sessions.go), else as usual. A
+// task denied a session because one is open elsewhere joins that one.
+func (w *Worker) validate(ctx context.Context, p tasks.ValidatePayload, id string) (validator.Result, error) {
+	s := w.cfg.Sessions
+	if s == nil {
+		return w.v.Validate(ctx, p.Input)
+	}
+	hosts, ok := s.v.MailHosts(ctx, p.Input)
+	if !ok {
+		return w.v.Validate(ctx, p.Input)
+	}
+	queue, _ := asynq.GetQueueName(ctx)
+	job := handoffJob{Input: p.Input, TaskID: id, Transcript: p.Transcript, Urgent: queue == tasks.QueueCritical}
+	if res, err, handled := s.handoff(ctx, hosts, job); handled {
+		return res, err
+	}
+	res, err := w.v.Validate(ctx, p.Input)
+	var d *ratelimit.DeniedError
+	var jd *joinDenial
+	if err != nil && errors.As(err, &d) && !errors.As(err, &jd) &&
+		(d.Reason == ratelimit.ReasonSessions || d.Reason == ratelimit.ReasonRate && d.Reservation == "") {
+		// Denied because another worker has just opened the host's
+		// session (or no slot could be reserved): join it rather than
+		// come back alone. A reserved slot is redeemed instead: its
+		// token is spent.
+		if res2, err2, handled := s.handoff(ctx, hosts, job); handled {
+			return res2, err2
+		}
+		if d.Reason == ratelimit.ReasonSessions {
+			// The open session is full. It ends within its bounds (ten
+			// recipients take seconds), and the next one is reserved
+			// then: come back soon to join that, not when the limiter
+			// expects a lease to expire (minutes).
+			busy := *d
+			busy.RetryIn = min(d.RetryIn, s.cfg.BusyRetry)
+			return res, &validator.GateError{Err: &joinDenial{DeniedError: &busy}}
+		}
+	}
+	return res, err
+}
+
+// infra returns err as an InfraError (short schedule, no retry spent) while
+// the task may still wait, and as a plain failure once it is past the
+// producer's deadline or the give-up horizon, so an outage that never ends
+// still ends the task through the retry budget.
+func (w *Worker) infra(p tasks.ValidatePayload, retried int, err error) error {
+	if w.outlives(p, retried, InfraRetryMax) {
+		return &TemporaryError{Reason: err.Error()}
+	}
+	return &InfraError{Err: err}
+}
+
 // DefaultAttemptTimeout is Config.AttemptTimeout's default.
 const DefaultAttemptTimeout = 3 * time.Minute
 
@@ -438,6 +525,34 @@ func (w *Worker) attemptBound(p tasks.ValidatePayload) time.Duration {
 	return bound
 }
 
+// giveUpGrace is how long a wait may still be past the give-up horizon:
+// the policy's last retry lands after the horizon by design (its delays sum
+// to at least GiveUpAfter, plus jitter), and a rate slot or a busy session
+// seconds away is worth waiting for, since the verdict it brings is what
+// that retry is for. A cool-down is minutes to hours (15 min by default)
+// and is not waited out. The producer's deadline has no such grace.
+const giveUpGrace = time.Minute
+
+// outlives reports whether a task held back for wait (a limiter denial, or
+// a shared probe's lead) would come back too late to be worth it: after
+// the producer's deadline, or (by more than giveUpGrace) after the retry
+// policy's give-up horizon, counted from the request's enqueue time
+// (docs/reliability.md, "Cool-down past the deadline or give-up"). Such a
+// task ends at once as a final unknown instead of waiting.
+func (w *Worker) outlives(p tasks.ValidatePayload, retried int, wait time.Duration) bool {
+	back := w.now().Add(wait)
+	if !p.RespondBy.IsZero() && back.After(p.RespondBy) {
+		return true
+	}
+	if wait <= giveUpGrace {
+		return false
+	}
+	if retried >= w.retry.MaxRetries() {
+		return true // the give-up has come, whatever the clocks say
+	}
+	return !p.EnqueuedAt.IsZero() && back.After(p.EnqueuedAt.Add(w.retry.GiveUpAfter))
+}
+
 // pastDeadline reports whether the producer's deadline (RespondBy) has come.
 func (w *Worker) pastDeadline(p tasks.ValidatePayload) bool {
 	return !p.RespondBy.IsZero() && !w.now().Before(p.RespondBy)
@@ -457,9 +572,11 @@ func (w *Worker) capToDeadline(p tasks.ValidatePayload, d time.Duration) time.Du
 	return d
 }
 
-// finishDenied ends a task whose deadline came while the limiter still held
-// it back: a final unknown saying why (the provider's cool-down reason, e.g.
-// "blocked", else rate_limited). It is not cached: no server was asked.
+// finishDenied ends a task the limiter holds back past its deadline or
+// give-up (outlives): a final unknown saying why (the provider's cool-down
+// reason, e.g. "blocked", else rate_limited), stored, announced and called
+// back like any final result. It is not cached: no server was asked, and
+// the next request (with its own deadline) may find the pause over.
 func (w *Worker) finishDenied(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, base tasks.Result, verr error) error {
 	reason := string(validator.ReasonRateLimited)
 	var d *ratelimit.DeniedError
@@ -495,7 +612,8 @@ func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.Valid
 		queue, _ := asynq.GetQueueName(ctx)
 		id, _ := asynq.GetTaskID(ctx)
 		if err := storeFinal(ctx, w.rdb, taskResult{key: asynqTaskKey(queue, id), id: id, data: b}); err != nil {
-			return fmt.Errorf("storing result: %w", err)
+			// The verdict is decided; only storing it waits for Redis.
+			return &InfraError{Err: fmt.Errorf("storing result: %w", err)}
 		}
 	}
 	w.notify(ctx, res)
@@ -514,7 +632,7 @@ func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.Valid
 		asynq.Timeout(tasks.CallbackTimeout),
 		asynq.Retention(24*time.Hour))
 	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueueing callback: %w", err)
+		return &InfraError{Err: fmt.Errorf("enqueueing callback: %w", err)}
 	}
 	return nil
 }
@@ -605,7 +723,8 @@ func toCheck(r validator.Result) tasks.Check {
 		Input: r.Input, Address: r.Address, Verdict: string(r.Verdict), Reason: string(r.Reason),
 		Retryable: r.Retryable,
 		Flags: tasks.Flags{Disposable: r.Flags.Disposable, CatchAll: r.Flags.CatchAll, RoleAccount: r.Flags.RoleAccount,
-			FreeProvider: r.Flags.FreeProvider, SMTPUTF8: r.Flags.SMTPUTF8, Allowlisted: r.Flags.Allowlisted, Denylisted: r.Flags.Denylisted},
+			FreeProvider: r.Flags.FreeProvider, SMTPUTF8: r.Flags.SMTPUTF8, Allowlisted: r.Flags.Allowlisted, Denylisted: r.Flags.Denylisted,
+			CatchAllState: string(r.Flags.CatchAllState)},
 		MXHost: r.MXHost, MXAddr: r.MXAddr, Provider: r.Provider, TLS: r.TLS,
 		CheckedAt: r.CheckedAt, Duration: r.Duration.Std().String(), Error: r.Error,
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/validator"
 )
 
@@ -42,7 +43,9 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	cfg.Probe.Transcript = *transcript
 	if *debug {
-		cfg.Probe.Debug = stderr
+		// The transcript carries the remote server's bytes: escaped, so
+		// its ESC or NUL never reach the operator's terminal.
+		cfg.Probe.Debug = termsafe.NewWriter(stderr)
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	v, err := validator.New(cfg)
@@ -76,7 +79,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayAddress(res), res.Verdict, res.Reason, dash(res.MXHost), replySummary(res))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayAddress(res), res.Verdict, res.Reason, termsafe.String(dash(res.MXHost)), replySummary(res))
 	}
 	if tw != nil {
 		tw.Flush()
@@ -98,7 +101,9 @@ func verdictExit(v string) int {
 
 // addressArgs returns the addresses a command was given: its arguments, or
 // one per line of stdin for a lone "-". No address is a usage error; a read
-// failure (a line over 64 KiB, say) is an operational one.
+// failure an operational one. A line too long to be an address becomes a
+// row that names it and that no parser accepts, so it is reported as a bad
+// row and the rest of the list still runs.
 func addressArgs(fs *flag.FlagSet, stdin io.Reader) ([]string, int, error) {
 	inputs := fs.Args()
 	if len(inputs) == 0 {
@@ -117,17 +122,32 @@ func addressArgs(fs *flag.FlagSet, stdin io.Reader) ([]string, int, error) {
 	return inputs, exitOK, nil
 }
 
+// maxLine bounds one stdin line: far above any address (RFC 5321 §4.5.3.1
+// caps a path at 256 octets), and what is held in memory per line.
+const maxLine = 64 * 1024
+
 func readAddresses(r io.Reader) ([]string, error) {
 	var out []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
-			out = append(out, line)
+	br := bufio.NewReaderSize(r, maxLine)
+	for n := 1; ; n++ {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			head := strings.ToValidUTF8(string(line[:min(len(line), 40)]), "?")
+			size := len(line)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				size += len(line)
+			}
+			out = append(out, fmt.Sprintf("line %d longer than 64 KiB (%d bytes): %q...", n, size, head))
+		} else if t := strings.TrimSpace(string(line)); t != "" && !strings.HasPrefix(t, "#") {
+			out = append(out, t)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if len(out) == 0 {
 		return nil, usagef("no address on stdin")
@@ -137,7 +157,7 @@ func readAddresses(r io.Reader) ([]string, error) {
 
 func displayAddress(r validator.Result) string {
 	if r.Address != "" {
-		return r.Address
+		return termsafe.String(r.Address)
 	}
 	return fmt.Sprintf("%q", r.Input)
 }
@@ -155,14 +175,15 @@ func replySummary(r validator.Result) string {
 		if r.SMTP.Enhanced != "" {
 			s += " " + r.SMTP.Enhanced
 		}
-		text := strings.ReplaceAll(r.SMTP.Text, "\n", " / ")
+		// Cut before escaping would split an escape; cut runes, not bytes.
+		text := []rune(strings.ReplaceAll(r.SMTP.Text, "\n", " / "))
 		if len(text) > 80 {
-			text = text[:77] + "..."
+			text = append(text[:77], []rune("...")...)
 		}
-		return s + " " + text
+		return s + " " + termsafe.String(string(text))
 	}
 	if r.Error != "" {
-		return r.Error
+		return termsafe.String(r.Error)
 	}
 	return "-"
 }

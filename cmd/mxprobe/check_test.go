@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func lab(t *testing.T) []string {
 		"mx.example.test.": {dnstest.A("127.0.0.1")},
 		"grey.test.":       {dnstest.MX("mx.example.test.", 10)},
 	})
-	return []string{"--dns", d.Addr(), "--smtp-port", strconv.Itoa(s.Port()), "--allow-private",
+	return []string{"--dns", d.Addr(), "--dns-canary", "example.test", "--smtp-port", strconv.Itoa(s.Port()), "--allow-private",
 		"--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test", "--timeout", "20s", "--no-catch-all"}
 }
 
@@ -70,6 +71,40 @@ func TestCheckExitStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A resolver that denies the canary names (here: the lab's, which knows
+// nothing of gmail.com and the other defaults) makes no address invalid;
+// --dns-canary none restores trust, and a name it serves passes.
+func TestCheckLyingResolver(t *testing.T) {
+	t.Parallel()
+	flags := lab(t)
+	withCanary := func(c string) []string {
+		out := slices.Clone(flags)
+		i := slices.Index(out, "--dns-canary")
+		if c == "" {
+			return slices.Delete(out, i, i+2) // the default names
+		}
+		out[i+1] = c
+		return out
+	}
+	for _, tt := range []struct {
+		canary   string
+		wantCode int
+		want     string
+	}{
+		{"", exitUnsure, "dns_error"},
+		{"none", exitInvalid, "domain_not_found"},
+		{"example.test", exitInvalid, "domain_not_found"},
+	} {
+		code, out, errOut := runCmd(t, "", append(append([]string{"check", "--json"}, withCanary(tt.canary)...), "a@nowhere.test")...)
+		if code != tt.wantCode || !strings.Contains(out, tt.want) {
+			t.Errorf("--dns-canary %q: exit %d, want %d with %s\nstdout: %s\nstderr: %s", tt.canary, code, tt.wantCode, tt.want, out, errOut)
+		}
+		if tt.canary == "" && !strings.Contains(out, "canary") {
+			t.Errorf("the dns_error does not say the canary failed: %s", out)
+		}
 	}
 }
 
@@ -124,6 +159,11 @@ func TestCheckUsageErrors(t *testing.T) {
 		{"bad helo", []string{"check", "--helo", "bad name!", "--from", "a@b.example", "a@b.c"}, "HeloName"},
 		{"bad deny entry", []string{"check", "--deny", "no spaces allowed.com", "a@b.c"}, "deny"},
 		{"empty stdin", []string{"check", "-"}, "no address on stdin"},
+		{"empty canary", []string{"check", "--dns-canary=", "a@b.c"}, "--dns-canary is empty"},
+		{"canary none with names", []string{"check", "--dns-canary", "none,gmail.com", "a@b.c"}, "none cannot be combined"},
+		{"canary not a domain", []string{"check", "--dns-canary", "me@gmail.com", "a@b.c"}, "not a domain name"},
+		{"canary single label", []string{"check", "--dns-canary", "localhost", "a@b.c"}, "not a domain name"},
+		{"canary interval zero", []string{"check", "--dns-canary-interval", "0s", "a@b.c"}, "--dns-canary-interval must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,23 +221,113 @@ func TestHelpExitsZero(t *testing.T) {
 }
 
 // check and enqueue read stdin the same way: nothing on it is a usage
-// error, an unreadable line (over 64 KiB) an operational one; neither
-// probes nor queues anything.
+// error; neither probes nor queues anything.
 func TestStdinInputErrors(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("a", 70*1024) + "@example.test\n"
 	for _, cmd := range [][]string{{"check", "--dns", "127.0.0.1:9"}, {"enqueue", "--redis-url", "redis://127.0.0.1:9/0"}} {
 		for _, tt := range []struct {
 			name, stdin, want string
 			code              int
 		}{
 			{"empty", "# only a comment\n\n", "no address on stdin", exitUsage},
-			{"line over 64 KiB", long, "reading stdin: bufio.Scanner: token too long", exitFailure},
 		} {
 			code, _, errOut := runCmd(t, tt.stdin, append(append([]string{}, cmd...), "-")...)
 			if code != tt.code || !strings.Contains(errOut, tt.want) {
 				t.Errorf("%s, %s: exit %d, stderr %q; want %d and %q", cmd[0], tt.name, code, errOut, tt.code, tt.want)
 			}
 		}
+	}
+}
+
+// TestCheckStdinOverlongLineIsABadRow: a line over 64 KiB is reported as a
+// bad row, and the lines around it are still checked (exactly 64 KiB and
+// longer, with and without a final newline, and one that ends the input).
+func TestCheckStdinOverlongLineIsABadRow(t *testing.T) {
+	t.Parallel()
+	flags := lab(t)
+	long := strings.Repeat("a", 70*1024) + "@example.test"
+	for _, tt := range []struct{ name, stdin string }{
+		{"in the middle", "alice@example.test\n" + long + "\nbob@example.test\n"},
+		{"last, no newline", "alice@example.test\nbob@example.test\n" + long},
+		{"1 MiB", "alice@example.test\n" + strings.Repeat("x", 1<<20) + "\nbob@example.test"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, out, errOut := runCmd(t, tt.stdin, append(append([]string{"check", "--json"}, flags...), "-")...)
+			if code != exitInvalid {
+				t.Errorf("exit %d, want %d; stderr %s", code, exitInvalid, errOut)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("want 3 results, got %d:\n%.2000s", len(lines), out)
+			}
+			byVerdict := map[string]int{}
+			var bad validator.Result
+			for _, l := range lines {
+				var r validator.Result
+				if err := json.Unmarshal([]byte(l), &r); err != nil {
+					t.Fatal(err)
+				}
+				byVerdict[string(r.Verdict)+"/"+string(r.Reason)]++
+				if strings.Contains(r.Input, "longer than 64 KiB") {
+					bad = r
+				}
+			}
+			if bad.Verdict != validator.Invalid || bad.Reason != "bad_syntax" || len(bad.Input) > 200 {
+				t.Errorf("over-long line reported as %s/%s, input %.300q", bad.Verdict, bad.Reason, bad.Input)
+			}
+			if byVerdict["valid/mailbox_exists"] != 1 || byVerdict["invalid/mailbox_not_found"] != 1 {
+				t.Errorf("the other rows: %v\n%.2000s", byVerdict, out)
+			}
+		})
+	}
+	// enqueue refuses the row the same way and queues the rest; Redis at
+	// port 9 answers nothing, so the refusal must come first.
+	_, _, errOut := runCmd(t, long+"\n", "enqueue", "--redis-url", "redis://127.0.0.1:9/0", "-")
+	if strings.Contains(errOut, "token too long") {
+		t.Errorf("enqueue still fails the whole list: %s", errOut)
+	}
+}
+
+// TestCheckOutputIsTerminalSafe: a server's ESC, NUL, BEL and C1 bytes in
+// its replies are escaped in the table and the --debug transcript; --json
+// keeps the raw text (JSON escapes it).
+func TestCheckOutputIsTerminalSafe(t *testing.T) {
+	t.Parallel()
+	hostile := "No such user \x1b]0;owned\x07\x1b[2J\x00 \u009b31m"
+	s := smtptest.Start(t, smtptest.Options{
+		RcptDefault: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: hostile},
+	})
+	d := dnstest.Start(t, dnstest.Zone{
+		"example.test.":    {dnstest.MX("mx.example.test.", 10)},
+		"mx.example.test.": {dnstest.A("127.0.0.1")},
+	})
+	flags := []string{"--dns", d.Addr(), "--smtp-port", strconv.Itoa(s.Port()), "--allow-private",
+		"--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test", "--timeout", "20s", "--no-catch-all"}
+	clean := func(what, out string) {
+		t.Helper()
+		for _, r := range out {
+			if r < 0x20 && r != '\n' && r != '\t' || r >= 0x7f && r <= 0x9f {
+				t.Errorf("%s carries %U:\n%q", what, r, out)
+				return
+			}
+		}
+	}
+	code, out, errOut := runCmd(t, "", append(append([]string{"check", "--debug"}, flags...), "bob@example.test")...)
+	if code != exitInvalid || !strings.Contains(out, `No such user \x1b]0;owned\x07`) {
+		t.Errorf("exit %d, table:\n%s", code, out)
+	}
+	clean("table", out)
+	if !strings.Contains(errOut, `\x1b[2J\x00`) {
+		t.Errorf("--debug transcript lacks the escaped reply:\n%s", errOut)
+	}
+	clean("--debug transcript", errOut)
+	_, out, _ = runCmd(t, "", append(append([]string{"check", "--json"}, flags...), "bob@example.test")...)
+	var r validator.Result
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.SMTP == nil || !strings.Contains(r.SMTP.Text, "\x1b]0;owned\x07") {
+		t.Errorf("--json should keep the raw reply text, got %+v", r.SMTP)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mxprobe/mxprobe/doctor"
+	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/validator"
 )
 
@@ -50,6 +51,8 @@ func doctorConfig(vcfg validator.Config) doctor.Config {
 		ConnectTimeout: vcfg.Probe.ConnectTimeout,
 		CommandTimeout: vcfg.Probe.CommandTimeout,
 		AllowPrivate:   vcfg.DNS.AllowPrivate,
+		CanaryNames:    vcfg.DNS.Canary.Names,
+		NoIdentity:     vcfg.NoSMTP,
 	}
 }
 
@@ -122,13 +125,14 @@ func printFindings(w io.Writer, rep doctor.Report) {
 	for _, f := range rep.Findings {
 		counts[f.Status]++
 		mark := map[doctor.Status]string{doctor.OK: "[ ok ]", doctor.Warn: "[warn]", doctor.Fail: "[FAIL]", doctor.Skip: "[skip]"}[f.Status]
-		fmt.Fprintf(w, "%s %-*s  %s\n", mark, width, f.Check, f.Summary)
+		// Summaries and details quote remote servers (banners, replies).
+		fmt.Fprintf(w, "%s %-*s  %s\n", mark, width, f.Check, termsafe.String(f.Summary))
 		indent := strings.Repeat(" ", 7+width+2)
 		if f.Detail != "" {
-			fmt.Fprintf(w, "%s%s\n", indent, f.Detail)
+			fmt.Fprintf(w, "%s%s\n", indent, termsafe.String(f.Detail))
 		}
 		if f.Fix != "" && f.Status != doctor.OK {
-			fmt.Fprintf(w, "%sfix: %s\n", indent, f.Fix)
+			fmt.Fprintf(w, "%sfix: %s\n", indent, termsafe.String(f.Fix))
 		}
 	}
 	plural := func(n int, word string) string {
@@ -140,6 +144,21 @@ func printFindings(w io.Writer, rep doctor.Report) {
 	fmt.Fprintf(w, "\n%d ok, %s, %s, %d skipped\n", counts[doctor.OK], plural(counts[doctor.Warn], "warning"), plural(counts[doctor.Fail], "failure"), counts[doctor.Skip])
 }
 
+// auditEgressIP is the address the self-audit checks: --egress-ip, else
+// --egress when it names an IP (the limiter's identity often is one). The
+// zero Addr lets the audit fall back to --source.
+func (f *workerFlags) auditEgressIP() (netip.Addr, error) {
+	if f.egressIP != "" {
+		ip, err := netip.ParseAddr(f.egressIP)
+		if err != nil {
+			return netip.Addr{}, usagef("--egress-ip %q: %v", f.egressIP, err)
+		}
+		return ip, nil
+	}
+	ip, _ := netip.ParseAddr(f.egress)
+	return ip, nil
+}
+
 // startupAudit runs the quick self-audit for a worker and logs what is not
 // ok. It runs beside the worker, bounded, so a slow resolver never delays
 // start-up.
@@ -149,13 +168,8 @@ func startupAudit(ctx context.Context, f *workerFlags, log *slog.Logger) {
 		log.Warn("self-audit skipped: settings do not parse", "err", err)
 		return
 	}
-	if vcfg.NoSMTP {
-		return
-	}
 	cfg := doctorConfig(vcfg)
-	if ip, err := netip.ParseAddr(f.egress); err == nil {
-		cfg.EgressIP = ip
-	}
+	cfg.EgressIP, _ = f.auditEgressIP()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, fd := range doctor.Quick(ctx, cfg) {

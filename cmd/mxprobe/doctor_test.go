@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,7 @@ func doctorZone() dnstest.Zone {
 		"mx.test":                 {dnstest.MX("mx1.mx.test", 10)},
 		"mx1.mx.test":             {dnstest.A("127.0.0.1")},
 		"zen.spamhaus.org":        {},
+		"canary.test":             {dnstest.MX("mx.canary.test", 10)},
 	}
 }
 
@@ -62,7 +64,7 @@ func TestDoctorCommand(t *testing.T) {
 		wantNotOut string
 	}{
 		{name: "all good", smtp: true, args: []string{"--domain", "mx.test", "--egress-ip", "192.0.2.10"}, wantCode: exitOK,
-			wantOut: []string{"[ ok ] outbound-smtp", "[ ok ] fcrdns", "(forward-confirmed reverse DNS)", "[ ok ] spf", "6 ok, 0 warnings, 0 failures, 0 skipped"}, wantNotOut: "fix:"},
+			wantOut: []string{"[ ok ] outbound-smtp", "[ ok ] fcrdns", "(forward-confirmed reverse DNS)", "[ ok ] spf", "7 ok, 0 warnings, 0 failures, 0 skipped"}, wantNotOut: "fix:"},
 		{name: "egress learnt from the echo", smtp: true, args: []string{"--domain", "mx.test"}, wantCode: exitOK,
 			wantOut: []string{"egress IP 192.0.2.10 (as mx1.mx.test sees it)"}},
 		{name: "missing PTR fails", zone: dnstest.Zone{"10.2.0.192.in-addr.arpa": nil}, args: []string{"--egress-ip", "192.0.2.10"},
@@ -104,7 +106,7 @@ func TestDoctorCommand(t *testing.T) {
 			}
 			args := []string{"--dns", srv.Addr(), "--smtp-port", strconv.Itoa(port), "--allow-private",
 				"--helo", "mail.example.test", "--from", "verify@example.test", "--dnsbl", "zen.spamhaus.org",
-				"--connect-timeout", "5s", "--command-timeout", "5s", "--dns-timeout", "2s"}
+				"--connect-timeout", "5s", "--command-timeout", "5s", "--dns-timeout", "2s", "--dns-canary", "canary.test"}
 			code, out, errOut := runDoctorCmd(t, append(args, tt.args...)...)
 			if code != tt.wantCode {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, out, errOut)
@@ -130,7 +132,7 @@ func TestDoctorJSON(t *testing.T) {
 	delete(z, "10.2.0.192.in-addr.arpa")
 	srv := dnstest.Start(t, z)
 	code, out, errOut := runDoctorCmd(t, "--json", "--dns", srv.Addr(), "--egress-ip", "192.0.2.10",
-		"--helo", "mail.example.test", "--from", "verify@example.test", "--dnsbl", "zen.spamhaus.org")
+		"--helo", "mail.example.test", "--from", "verify@example.test", "--dnsbl", "zen.spamhaus.org", "--dns-canary", "canary.test")
 	if code != exitInvalid {
 		t.Fatalf("exit %d, want %d; stderr %s", code, exitInvalid, errOut)
 	}
@@ -145,7 +147,7 @@ func TestDoctorJSON(t *testing.T) {
 	for _, f := range rep.Findings {
 		got[f.Check] = f.Status
 	}
-	want := map[string]doctor.Status{"outbound-smtp": doctor.Skip, "egress-ip": doctor.OK, "fcrdns": doctor.Fail,
+	want := map[string]doctor.Status{"dns-canary": doctor.OK, "outbound-smtp": doctor.Skip, "egress-ip": doctor.OK, "fcrdns": doctor.Fail,
 		"helo": doctor.Warn, "spf": doctor.OK, "dnsbl:zen.spamhaus.org": doctor.OK}
 	for k, v := range want {
 		if got[k] != v {
@@ -164,9 +166,16 @@ func TestStartupAuditLogsWarnings(t *testing.T) {
 	tests := []struct {
 		name     string
 		egress   string
+		args     []string
 		wantLogs []string
 		wantNone bool
 	}{
+		// A resolver that denies the canary names is reported, even by a
+		// worker that sends no SMTP (its DNS verdicts depend on it alone).
+		{name: "resolver denies the canary", egress: "192.0.2.10", args: []string{"--dns-canary", "gone.test,canary.test"},
+			wantLogs: []string{"self-audit: the resolver denies names that exist (gone.test: NXDOMAIN)", "check=dns-canary", "status=fail"}},
+		{name: "no-smtp worker, resolver denies the canary", egress: "192.0.2.10", args: []string{"--dns-canary", "gone.test", "--no-smtp"},
+			wantLogs: []string{"self-audit: the resolver denies names that exist (gone.test: NXDOMAIN)"}},
 		{name: "no PTR for the egress", egress: "192.0.2.11", wantLogs: []string{"self-audit: 192.0.2.11 has no reverse DNS", "check=fcrdns", "run mxprobe doctor"}},
 		{name: "egress not an IP", egress: "pool-a", wantLogs: []string{"egress IP not configured"}},
 		{name: "all good", egress: "192.0.2.10", wantNone: true},
@@ -180,8 +189,8 @@ func TestStartupAuditLogsWarnings(t *testing.T) {
 			var f workerFlags
 			fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 			f.register(fs)
-			if err := parseFlags(fs, []string{"--helo", "mail.example.test", "--from", "verify@example.test",
-				"--dns", srv.Addr(), "--dns-timeout", "2s", "--connect-timeout", "1s", "--egress", tt.egress}, func(string) string { return "" }); err != nil {
+			if err := parseFlags(fs, append([]string{"--helo", "mail.example.test", "--from", "verify@example.test",
+				"--dns", srv.Addr(), "--dns-timeout", "2s", "--connect-timeout", "1s", "--egress", tt.egress, "--dns-canary", "canary.test"}, tt.args...), func(string) string { return "" }); err != nil {
 				t.Fatal(err)
 			}
 			startupAudit(context.Background(), &f, log)
@@ -197,5 +206,53 @@ func TestStartupAuditLogsWarnings(t *testing.T) {
 				t.Errorf("logged warnings for a good host:\n%s", logs)
 			}
 		})
+	}
+}
+
+// TestStartupAuditAdvisesFlagsTheCommandAccepts: every flag the self-audit
+// tells a worker or serve operator to set is one those commands accept, and
+// --egress-ip (the audit's main advice) is used by the audit.
+func TestStartupAuditAdvisesFlagsTheCommandAccepts(t *testing.T) {
+	t.Parallel()
+	srv := dnstest.Start(t, doctorZone())
+	audit := func(args ...string) string {
+		var buf bytes.Buffer
+		var f workerFlags
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		f.register(fs)
+		base := []string{"--helo", "mail.example.test", "--from", "verify@example.test", "--dns", srv.Addr(), "--dns-timeout", "2s", "--connect-timeout", "1s", "--dns-canary", "canary.test"}
+		if err := parseFlags(fs, append(base, args...), func(string) string { return "" }); err != nil {
+			t.Fatal(err)
+		}
+		startupAudit(context.Background(), &f, slog.New(slog.NewTextHandler(&buf, nil)))
+		return buf.String()
+	}
+	logs := audit()
+	if !strings.Contains(logs, "--egress-ip") {
+		t.Fatalf("audit without an egress IP does not advise --egress-ip:\n%s", logs)
+	}
+	flagRE := regexp.MustCompile(`--[a-z][a-z0-9-]+`)
+	for _, cmd := range []struct {
+		name     string
+		register func(*flag.FlagSet)
+	}{
+		{"worker", func(fs *flag.FlagSet) { var f workerFlags; f.register(fs) }},
+		{"serve", func(fs *flag.FlagSet) { var f serveFlags; f.register(fs) }},
+	} {
+		fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+		cmd.register(fs)
+		// Advice to run mxprobe doctor names doctor's flags, not this command's.
+		own := regexp.MustCompile(`mxprobe doctor( --[a-z-]+( [^-\s",]\S*)?)*`).ReplaceAllString(logs, "")
+		for _, m := range flagRE.FindAllString(own, -1) {
+			if fs.Lookup(strings.TrimPrefix(m, "--")) == nil {
+				t.Errorf("the self-audit advises %s, which mxprobe %s rejects", m, cmd.name)
+			}
+		}
+	}
+	if logs := audit("--egress-ip", "192.0.2.11"); !strings.Contains(logs, "192.0.2.11 has no reverse DNS") {
+		t.Errorf("--egress-ip 192.0.2.11 not audited:\n%s", logs)
+	}
+	if logs := audit("--egress-ip", "192.0.2.10"); logs != "" {
+		t.Errorf("--egress-ip of a good host still warns:\n%s", logs)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/tasks"
 )
 
@@ -107,12 +108,12 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	for _, e := range ids {
 		st, err := c.Wait(wctx, e.id)
 		if err != nil {
-			fmt.Fprintf(stderr, "%s (%s): no final result yet: %v\n", e.id, e.input, err)
+			fmt.Fprintf(stderr, "%s (%q): no final result yet: %v\n", e.id, e.input, err)
 			code = worseExitCode(code, exitUnsure)
 			continue
 		}
 		if st.Result == nil {
-			fmt.Fprintf(stderr, "%s (%s): ended without a result (state %s: %s)\n", e.id, e.input, st.State, st.LastError)
+			fmt.Fprintf(stderr, "%s (%q): ended without a result (state %s: %s)\n", e.id, e.input, st.State, termsafe.String(st.LastError))
 			code = exitFailure
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,6 +71,8 @@ type probeFlags struct {
 	smtpPort       int
 	dns            string
 	dnsTimeout     time.Duration
+	dnsCanary      string
+	dnsCanaryEvery time.Duration
 	timeout        time.Duration
 	connectTimeout time.Duration
 	commandTimeout time.Duration
@@ -96,6 +99,8 @@ func (p *probeFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&p.smtpPort, "smtp-port", 25, "SMTP port of the recipients' mail servers")
 	fs.StringVar(&p.dns, "dns", "", "comma-separated DNS servers host[:port] (default: /etc/resolv.conf)")
 	fs.DurationVar(&p.dnsTimeout, "dns-timeout", 5*time.Second, "timeout of one DNS query")
+	fs.StringVar(&p.dnsCanary, "dns-canary", strings.Join(validator.DefaultCanaryNames, ","), "comma-separated domains that must have MX records before the resolver's NXDOMAIN or no-MX answer may make an address invalid (while they fail such answers are unknown/dns_error); none: trust every answer")
+	fs.DurationVar(&p.dnsCanaryEvery, "dns-canary-interval", validator.DefaultCanaryInterval, "how often the DNS canary is checked (its result is shared through Redis by workers)")
 	fs.DurationVar(&p.timeout, "timeout", 3*time.Minute, "bound on the whole check of one address")
 	fs.DurationVar(&p.connectTimeout, "connect-timeout", 30*time.Second, "TCP connect timeout per MX address")
 	fs.DurationVar(&p.commandTimeout, "command-timeout", 60*time.Second, "timeout for each SMTP reply (RFC 5321 §4.5.3.2 allows minutes; tarpits add seconds)")
@@ -182,11 +187,19 @@ func (p *probeFlags) config(warn func(string)) (validator.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	canary, err := p.canaryNames()
+	if err != nil {
+		return cfg, err
+	}
+	if p.dnsCanaryEvery <= 0 {
+		return cfg, usagef("--dns-canary-interval must be positive")
+	}
 	cfg.DNS = validator.DNSConfig{
 		Servers:      servers,
 		Timeout:      p.dnsTimeout,
 		MaxMXHosts:   p.maxMX,
 		AllowPrivate: p.allowPrivate,
+		Canary:       validator.CanaryConfig{Names: canary, Interval: p.dnsCanaryEvery},
 	}
 	switch {
 	case p.ipv4:
@@ -220,6 +233,26 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// canaryNames parses --dns-canary: domain names, or "none" alone.
+func (p *probeFlags) canaryNames() ([]string, error) {
+	names := splitList(p.dnsCanary)
+	if len(names) == 0 {
+		return nil, usagef("--dns-canary is empty: give domains that have MX records, or none to trust every negative answer")
+	}
+	if slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, "none") }) {
+		if len(names) > 1 {
+			return nil, usagef("--dns-canary %q: none cannot be combined with names", p.dnsCanary)
+		}
+		return nil, nil
+	}
+	for _, n := range names {
+		if strings.ContainsAny(n, "@/:[] ") || !strings.Contains(strings.Trim(n, "."), ".") {
+			return nil, usagef("--dns-canary %q: %q is not a domain name with MX records (such as gmail.com)", p.dnsCanary, n)
+		}
+	}
+	return names, nil
 }
 
 // dnsServers accepts "1.1.1.1", "1.1.1.1:53", "[::1]:5353" and "::1", and

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/api"
 	"github.com/mxprobe/mxprobe/ratelimit"
-	"github.com/mxprobe/mxprobe/worker"
+	"github.com/mxprobe/mxprobe/validator"
 )
 
 // newMetrics builds the registry of one process: Go and process collectors
@@ -33,8 +33,13 @@ func newMetrics(lcfg ratelimit.Config) (*prometheus.Registry, *api.Metrics, erro
 // wireMetrics counts a worker's verdicts, probe durations, rate-limit
 // decisions, callbacks and cache lookups in m: they happen where the worker
 // runs, so only that process can count them.
-func wireMetrics(m *api.Metrics) func(*ratelimit.Config, *worker.Config) {
-	return func(lc *ratelimit.Config, wc *worker.Config) {
+func wireMetrics(m *api.Metrics) buildHook {
+	return func(c buildConfigs) {
+		lc, wc, vc := c.limiter, c.worker, c.validator
+		vc.DNS.Canary.OnCheck = func(st validator.CanaryState) { m.CanaryChecked(st.Healthy) }
+		vc.Probe.OnSessionEnd = func(s validator.SessionStats) { m.SessionEnded(s.Rcpts) }
+		c.sessions.OnWait = m.SessionWait
+		c.sessions.OnWaiting = m.SessionsWaiting
 		lc.Metrics = m
 		wc.OnResult = m.ObserveResult
 		wc.OnCallback = m.CallbackOutcome

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/redact"
+	"github.com/mxprobe/mxprobe/internal/redisconn"
 )
 
 // openRedis connects to the Redis named by rawURL:
@@ -67,7 +68,7 @@ func redisClient(rawURL string) (redis.UniversalClient, error) {
 		if u.Host == "" {
 			return nil, usagef("redis-cluster URL needs node addresses: redis-cluster://h1:6379,h2:6379")
 		}
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: hosts, Username: username, Password: password}), nil
+		return redisconn.NewClusterClient(&redis.ClusterOptions{Addrs: hosts, Username: username, Password: password}), nil
 	}
 	return nil, usagef("redis URL scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
 }

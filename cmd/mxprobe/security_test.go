@@ -44,7 +44,7 @@ func (w *signalWriter) String() string {
 // TestWorkerLogsNoSecrets runs the worker command at debug level, in text
 // and JSON, with a Redis password, a callback secret and a SOCKS5 proxy
 // password, and has it fail a probe through the (dead) proxy: none of the
-// secrets may appear in what it logs (issue 8 item 5).
+// secrets may appear in what it logs (docs/reliability.md §5).
 func TestWorkerLogsNoSecrets(t *testing.T) {
 	t.Parallel()
 	const (

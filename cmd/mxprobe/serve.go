@@ -22,6 +22,7 @@ import (
 	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/web"
+	"github.com/mxprobe/mxprobe/worker"
 )
 
 const serveSynopsis = "mxprobe serve [flags]   (API + web page + worker; embedded Redis when no --redis-url)"
@@ -42,6 +43,12 @@ type serveFlags struct {
 	batchMaxRows    int
 	retention       time.Duration
 	monitoringWrite bool
+	bodyTimeout     time.Duration
+	batchBodyTime   time.Duration
+	maxConns        int
+	maxConnsPerIP   int
+	authFailIP      int
+	authFailKey     int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -58,6 +65,12 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.validateWait, "validate-wait", 5*time.Second, "how long POST /validate waits for a verdict")
 	fs.IntVar(&f.batchMaxRows, "batch-max-rows", 10_000, "most rows in one batch")
 	fs.DurationVar(&f.retention, "retention", 24*time.Hour, "how long results and batches stay readable")
+	fs.DurationVar(&f.bodyTimeout, "body-timeout", api.DefaultBodyTimeout, "time a client has to send a request body (JSON routes)")
+	fs.DurationVar(&f.batchBodyTime, "batch-body-timeout", api.DefaultBatchBodyTimeout, "time a client has to send a batch upload (POST /v1/batches)")
+	fs.IntVar(&f.maxConns, "max-conns", 4096, "most open API connections; more are closed at once (0: no cap; keep well below ulimit -n)")
+	fs.IntVar(&f.maxConnsPerIP, "max-conns-per-ip", 256, "most open API connections from one client IP; more are closed at once (0: no cap; raise behind a proxy)")
+	fs.IntVar(&f.authFailIP, "auth-failures-per-ip", api.DefaultAuthFailuresPerIP, "failed authentications per minute from one client IP before 429 (-1: no limit)")
+	fs.IntVar(&f.authFailKey, "auth-failures-per-key", api.DefaultAuthFailuresPerKey, "failed authentications per minute for one key id before 429, even with the right secret (-1: no limit)")
 	fs.BoolVar(&f.monitoringWrite, "monitoring-write", false, "let /monitoring (asynqmon) pause, delete and run tasks (read-only otherwise)")
 }
 
@@ -74,6 +87,18 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if fset.NArg() > 0 {
 		return exitUsage, usagef("unexpected arguments %q", fset.Args())
+	}
+	if f.bodyTimeout <= 0 || f.batchBodyTime <= 0 {
+		return exitUsage, usagef("--body-timeout and --batch-body-timeout must be positive")
+	}
+	if f.authFailIP == 0 || f.authFailKey == 0 || f.authFailIP < -1 || f.authFailKey < -1 {
+		return exitUsage, usagef("--auth-failures-per-ip and --auth-failures-per-key: want a positive count, or -1 for no limit")
+	}
+	if f.maxConns < 0 || f.maxConnsPerIP < 0 {
+		return exitUsage, usagef("--max-conns and --max-conns-per-ip must not be negative")
+	}
+	if _, err := f.worker.auditEgressIP(); err != nil {
+		return exitUsage, err
 	}
 	runAPI, runWorker := f.role == "api" || f.role == "all", f.role == "worker" || f.role == "all"
 	if !runAPI && !runWorker {
@@ -97,11 +122,13 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			log.Warn("--no-auth: THE API IS OPEN. Anyone who can reach " + f.listen + " can queue probes from your IP address and read every result. For local demos only.")
 		} else if keys.Len() == 0 {
 			key := api.GenerateKey()
-			if err := keys.Add(key); err != nil {
+			// The only key of this run: admin, so that it reaches
+			// /monitoring too.
+			if err := keys.Add(key + ";admin"); err != nil {
 				return exitFailure, err
 			}
 			// Printed once, to stderr only, and never logged again.
-			fmt.Fprintf(stderr, "\nNo API key configured (MXPROBE_API_KEYS or --api-keys-file): generated one for this run.\n"+
+			fmt.Fprintf(stderr, "\nNo API key configured (MXPROBE_API_KEYS or --api-keys-file): generated one (an admin key) for this run.\n"+
 				"  API key: %s\n  Use it as: Authorization: Bearer %s\n  It is gone when this process stops.\n\n", key, key)
 		}
 	}
@@ -161,21 +188,35 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return exitFailure, err
 		}
+		// The API refuses callback URLs the workers would refuse: with
+		// --role api the worker flags still describe the workers' policy,
+		// and must be given to both (README).
+		cbPolicy, err := f.worker.callbackPolicy()
+		if err != nil {
+			return exitUsage, err
+		}
 		a, err := api.New(api.Config{
 			Redis: rdb, Keys: keys, NoAuth: f.noAuth, Quota: f.quota,
 			MaxWait: f.maxWait, ValidateWait: f.validateWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
+			BodyTimeout: f.bodyTimeout, BatchBodyTimeout: f.batchBodyTime,
+			AuthFailuresPerIP: f.authFailIP, AuthFailuresPerKey: f.authFailKey,
 			Limiter: limiter, Limits: lcfg, Static: static, MonitoringWrite: f.monitoringWrite,
 			Registry: reg, Logger: log,
+			CheckCallbackURL: func(u string) error { return worker.CheckURL(u, cbPolicy) },
 		})
 		if err != nil {
 			return exitUsage, usageError{err.Error()}
 		}
 		defer a.Close() // after the HTTP server's shutdown, below
+		// The handler bounds each request's body and answer; WriteTimeout
+		// backs that up with the longest any route needs (docs/reliability.md,
+		// "slow clients").
 		srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+			WriteTimeout: a.WriteTimeout(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		if ln, err = net.Listen("tcp", f.listen); err != nil {
 			return exitFailure, fmt.Errorf("--listen %s: %w", f.listen, err)
 		}
+		ln = api.LimitListener(ln, api.ConnLimits{Total: f.maxConns, PerIP: f.maxConnsPerIP})
 	case f.metricsListen != "":
 		if srv, ln, err = listenMetrics(f.metricsListen, reg); err != nil {
 			return exitFailure, err

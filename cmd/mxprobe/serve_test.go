@@ -70,7 +70,7 @@ func TestServeEmbedded(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test",
-			"--dns", dns.Addr(), "--smtp-port", strconv.Itoa(smtpSrv.Port()), "--allow-private", "--no-catch-all",
+			"--dns", dns.Addr(), "--dns-canary", "example.test", "--smtp-port", strconv.Itoa(smtpSrv.Port()), "--allow-private", "--no-catch-all",
 			"--limit-default", "1000/1s:100:20", "--shutdown-timeout", "5s"}, strings.NewReader(""), io.Discard, stderr)
 	}()
 	var key, base string
@@ -124,6 +124,11 @@ func TestServeEmbedded(t *testing.T) {
 	if code, v := post("/validate", key, `{"email":"bob@example.test"}`); code != 200 || v["result"] != false || v["verdict"] != "invalid" {
 		t.Errorf("/validate: %d %v", code, v)
 	}
+	// serve hands the API its own callback policy: loopback is refused at
+	// enqueue (the worker would refuse it at delivery).
+	if code, v := post("/v1/validations", key, `{"address":"alice@example.test","callback_url":"http://127.0.0.1:9/hook"}`); code != 422 {
+		t.Errorf("loopback callback: %d %v, want 422", code, v)
+	}
 	// The same address again is answered from the result cache; /metrics
 	// counts the lookups of the caches serve wires to the worker.
 	if code, v := post("/v1/validations?wait=20s", key, `{"address":"alice@example.test"}`); code != 200 {
@@ -171,6 +176,10 @@ func TestServeUsageErrors(t *testing.T) {
 		{"bad role", []string{"serve", "--role", "both"}, "want api, worker or all"},
 		{"metrics listener beside the API", []string{"serve", "--metrics-listen", "127.0.0.1:0"}, "--metrics-listen is for --role worker"},
 		{"bad key", []string{"serve", "--api-keys", "alice:short"}, "shorter than 16"},
+		{"zero body timeout", []string{"serve", "--body-timeout", "0s"}, "must be positive"},
+		{"zero auth failures", []string{"serve", "--auth-failures-per-ip", "0"}, "want a positive count, or -1"},
+		{"negative connection cap", []string{"serve", "--max-conns-per-ip", "-1"}, "must not be negative"},
+		{"bad egress IP", []string{"serve", "--egress-ip", "nope"}, "--egress-ip"},
 		{"no-auth with keys", []string{"serve", "--no-auth", "--api-keys", "alice:0123456789abcdef"}, "choose one"},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,7 @@ type workerFlags struct {
 	probe           probeFlags
 	concurrency     int
 	egress          string
+	egressIP        string
 	retryFirst      time.Duration
 	retryMaxDelay   time.Duration
 	retryGiveUp     time.Duration
@@ -55,6 +56,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	f.probe.register(fs)
 	fs.IntVar(&f.concurrency, "concurrency", 64, "tasks processed at once (I/O bound: well above the core count)")
 	fs.StringVar(&f.egress, "egress", "", "identity of this host's outgoing IP for the shared limits (default: --source, else --proxy, else \"default\"); workers sharing an IP must share it")
+	fs.StringVar(&f.egressIP, "egress-ip", "", "public IP address probes leave from, for the start-up self-audit's reverse DNS, SPF and blocklist checks (default: --egress when it is an IP, else --source)")
 	fs.DurationVar(&f.retryFirst, "retry-first", worker.DefaultRetryPolicy.FirstDelay, "first retry of a greylisted or temporary outcome (≥ the greylisting delay)")
 	fs.DurationVar(&f.retryMaxDelay, "retry-max-delay", worker.DefaultRetryPolicy.MaxDelay, "longest wait between two retries")
 	fs.DurationVar(&f.retryGiveUp, "retry-give-up", worker.DefaultRetryPolicy.GiveUpAfter, "after this long a temporary outcome becomes a final unknown")
@@ -154,6 +156,8 @@ type builtWorker struct {
 	limiter *ratelimit.Limiter
 	// updater refreshes the disposable list when a URL is configured.
 	updater *validator.Updater
+	// dns runs the DNS canary: at start and every --dns-canary-interval.
+	dns *validator.DNSResolver
 }
 
 // run starts the worker and, if configured, the list updater; it returns at
@@ -162,15 +166,47 @@ func (b *builtWorker) start(ctx context.Context) error {
 	if b.updater != nil {
 		go b.updater.Run(ctx)
 	}
+	if b.dns != nil {
+		go b.dns.RunCanary(ctx)
+	}
 	return b.w.Start()
 }
 
 // buildWorker wires validator → gate → limiter → worker on rdb. adjust, if
 // given, may change the limiter's and the worker's configuration (serve
 // wires metrics there) before they are built.
-func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust ...func(*ratelimit.Config, *worker.Config)) (*builtWorker, error) {
+// callbackPolicy is the callback address policy of --callback-allow-private
+// and --callback-allow: the worker delivers under it, and the API refuses
+// at enqueue what it refuses (worker.CheckURL), so both read it from here.
+func (f *workerFlags) callbackPolicy() (worker.CallbackConfig, error) {
+	cbcfg := worker.CallbackConfig{AllowPrivate: f.callbackPrivate}
+	for _, p := range splitList(f.callbackAllow) {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			return cbcfg, usagef("--callback-allow %q: %v", p, err)
+		}
+		cbcfg.Allowlist = append(cbcfg.Allowlist, pfx)
+	}
+	return cbcfg, nil
+}
+
+// buildConfigs are the configurations a buildHook may change before the
+// parts are built (metrics are wired there).
+type buildConfigs struct {
+	limiter   *ratelimit.Config
+	worker    *worker.Config
+	validator *validator.Config
+	sessions  *worker.SessionsConfig
+}
+
+type buildHook func(buildConfigs)
+
+func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust ...buildHook) (*builtWorker, error) {
 	vcfg, err := f.probe.config(func(msg string) { log.Warn(msg) })
 	if err != nil {
+		return nil, err
+	}
+	if _, err := f.auditEgressIP(); err != nil {
 		return nil, err
 	}
 	lcfg, err := f.limiterConfig()
@@ -178,8 +214,11 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 		return nil, err
 	}
 	var wcfg worker.Config
+	// Session sharing across workers rides on session reuse
+	// (--no-session-reuse turns both off): worker/sessions.go.
+	scfg := worker.SessionsConfig{Prefix: "mxprobe:", QueueCap: f.probe.sessionRcpts, Logger: log}
 	for _, a := range adjust {
-		a(&lcfg, &wcfg)
+		a(buildConfigs{limiter: &lcfg, worker: &wcfg, validator: &vcfg, sessions: &scfg})
 	}
 	limiter, err := ratelimit.New(rdb, lcfg)
 	if err != nil {
@@ -207,11 +246,20 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 		return nil, usagef("--disposable-list-cache needs --disposable-list-url")
 	}
 	// DNS answers and catch-all status are shared by every worker through
-	// Redis (issue 7); the adjust hook's CacheHook (serve: metrics) counts
+	// Redis; the adjust hook's CacheHook (serve: metrics) counts
 	// their hits and misses.
 	vcfg.DNS.Cache = worker.NewRedisMXCache(rdb, "mxprobe:", 10000, wcfg.CacheHook, log)
 	vcfg.Probe.CatchAllCache = worker.NewRedisCatchAllCache(rdb, "mxprobe:", worker.DefaultCatchAllTTL, 10000, wcfg.CacheHook, log)
-	vcfg.Gate = worker.NewGate(limiter, egress, log)
+	vcfg.Probe.RejectBudgets = worker.NewRedisRejectBudgets(rdb, "mxprobe:", log)
+	vcfg.DNS.Canary.Store = worker.NewRedisCanaryStore(rdb, "mxprobe:", log)
+	gate := worker.NewGate(limiter, egress, log)
+	if !f.probe.noReuse {
+		scfg.Egress = egress
+		wcfg.Sessions = worker.NewSessions(rdb, scfg)
+		wcfg.ProviderFunc = limiter.Group
+		gate.ShareSessions(wcfg.Sessions)
+	}
+	vcfg.Gate = gate
 	vcfg.ProviderFunc = limiter.Group
 	vcfg.Logger = log
 	// Transcripts are recorded only for requests that ask
@@ -220,14 +268,11 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	cbcfg := worker.CallbackConfig{Secret: []byte(f.callbackSecret), AllowPrivate: f.callbackPrivate, Logger: log}
-	for _, p := range splitList(f.callbackAllow) {
-		pfx, err := netip.ParsePrefix(p)
-		if err != nil {
-			return nil, usagef("--callback-allow %q: %v", p, err)
-		}
-		cbcfg.Allowlist = append(cbcfg.Allowlist, pfx)
+	cbcfg, err := f.callbackPolicy()
+	if err != nil {
+		return nil, err
 	}
+	cbcfg.Secret, cbcfg.Logger = []byte(f.callbackSecret), log
 	if f.callbackSecret == "" {
 		return nil, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
 	}
@@ -243,7 +288,7 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
-	return &builtWorker{w: w, limiter: limiter, updater: updater}, nil
+	return &builtWorker{w: w, limiter: limiter, updater: updater, dns: v.DNS()}, nil
 }
 
 func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
@@ -274,6 +319,9 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return exitUsage, err
 	}
+	if _, err := f.auditEgressIP(); err != nil {
+		return exitUsage, err
+	}
 	if f.callbackSecret == "" {
 		return exitUsage, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
 	}
@@ -282,7 +330,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return exitFailure, err
 	}
 	defer rdb.Close()
-	var adjust []func(*ratelimit.Config, *worker.Config)
+	var adjust []buildHook
 	var msrv *http.Server
 	var mln net.Listener
 	if *metricsListen != "" {

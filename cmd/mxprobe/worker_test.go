@@ -71,6 +71,9 @@ func TestWorkerAndEnqueueCommands(t *testing.T) {
 		`mxprobe_verdicts_total{cached="false",reason="mailbox_exists",verdict="valid"} 1`,
 		`mxprobe_verdicts_total{cached="false",reason="mailbox_not_found",verdict="invalid"} 1`,
 		`mxprobe_cache_lookups_total{cache="result",result="miss"} 2`,
+		// The lab's resolver serves the canary name (--dns-canary
+		// example.test): checked at start, healthy.
+		`mxprobe_dns_canary_healthy 1`,
 	}
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -89,6 +92,10 @@ func TestWorkerAndEnqueueCommands(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("worker /metrics lacks %s:\n%s", want, grepLines(body, "mxprobe_"))
 		}
+	}
+
+	if keys := srv.Client(t).Keys(context.Background(), "mxprobe:dnscanary:*").Val(); len(keys) != 1 {
+		t.Errorf("shared DNS canary results in Redis: %v, want one", keys)
 	}
 
 	cancel() // SIGTERM stands in: the worker drains and exits 0
@@ -123,6 +130,7 @@ func TestWorkerUsageErrors(t *testing.T) {
 		{"enqueue unknown queue", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--queue", "urgent", "a@b.example"}, "--queue: unknown queue"},
 		{"enqueue ftp callback", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--callback", "ftp://x.example/", "a@b.example"}, "--callback: scheme"},
 		{"enqueue negative deadline", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--deadline", "-1s", "a@b.example"}, "--deadline must not be negative"},
+		{"bad egress IP", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--callback-secret", "x", "--egress-ip", "nope"}, "--egress-ip"},
 		{"bad log format", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--log-format", "xml"}, "log-format"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,7 +4,7 @@
 // The grammar is RFC 5321 §4.1.2 Mailbox, extended by RFC 6531 §3.3 for
 // UTF-8 local parts, not RFC 5322: net/mail.ParseAddress accepts display
 // names and comments, unquotes quoted local parts and checks no lengths
-// (smtp-probing.md §9), so it is not used here.
+// (docs/smtp.md §9), so it is not used here.
 //
 // Parse works in these steps:
 //
@@ -19,7 +19,7 @@
 //  4. The domain is either an address literal ("[192.0.2.1]",
 //     "[IPv6:2001:db8::1]") or a name. Names are converted to A-labels with
 //     idna.Lookup (UTS #46 mapping and validation; idna.ToASCII alone does
-//     no validation, smtp-probing.md §9), lower-cased and checked for LDH
+//     no validation, docs/smtp.md §9), lower-cased and checked for LDH
 //     labels of at most 63 octets.
 //  5. Measure the canonical form in octets: local part ≤ 64, domain ≤ 255,
 //     whole address ≤ 254 (RFC 5321 §4.5.3.1).

@@ -71,6 +71,12 @@ func Require() error {
 			missing = append(missing, fmt.Sprintf("system user %q (created by the %s package)", u, u))
 		}
 	}
+	if _, err := os.Stat(EximBinary()); err != nil {
+		missing = append(missing, "Exim binary unpacked from Debian's exim4-daemon-light (.ci/run does it; e2e/README.md): "+err.Error())
+	}
+	if _, err := user.Lookup("Debian-exim"); err != nil {
+		missing = append(missing, `system user "Debian-exim" (compiled into Debian's exim4; .ci/run creates it)`)
+	}
 	if _, err := user.LookupGroup("postdrop"); err != nil {
 		missing = append(missing, `system group "postdrop" (created by the postfix package)`)
 	}

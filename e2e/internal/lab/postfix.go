@@ -28,6 +28,11 @@ type Listener struct {
 	// Values must not contain spaces (master.cf splits on them); Postfix
 	// lists may use commas.
 	Options []string
+	// Postscreen puts postscreen(8) in front of the listener: postscreen
+	// owns the address and hands clients that pass its tests to a private
+	// smtpd ("pass" service smtpd-<Name>) that carries Options.
+	Postscreen        bool
+	PostscreenOptions []string
 }
 
 // PostfixConfig describes the lab's Postfix instance.
@@ -80,6 +85,13 @@ virtual_mailbox_base = {{dir}}/mail
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 smtpd_banner = $myhostname ESMTP lab
+# The smtp client (address-verification probes) and postscreen must not
+# resolve anything: the lab's only next hops are [127.0.0.x]:port literals,
+# and /etc/resolv.conf may name a server off loopback.
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+postscreen_dnsbl_sites =
+postscreen_cache_map = btree:$data_directory/postscreen_cache
 `
 
 // services are the internal Postfix services smtpd talks to while it
@@ -101,7 +113,20 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+smtp      unix  -       -       n       -       -       smtp
+dnsblog   unix  -       -       n       -       0       dnsblog
+tlsproxy  unix  -       -       n       -       0       tlsproxy
 `
+
+func writeOptions(t testing.TB, w *strings.Builder, name string, opts []string) {
+	t.Helper()
+	for _, o := range opts {
+		if strings.ContainsAny(o, " \t\n") || !strings.Contains(o, "=") {
+			t.Fatalf("lab: listener %s: option %q: want name=value without spaces", name, o)
+		}
+		fmt.Fprintf(w, "  -o %s\n", o)
+	}
+}
 
 // StartPostfix writes a Postfix instance under dir/postfix, creates its
 // queue with "postfix -c DIR check", runs master in the foreground and
@@ -125,13 +150,15 @@ func StartPostfix(t testing.TB, dir string, cfg PostfixConfig) *Postfix {
 		if !l.IP.IsLoopback() || !l.IP.Is4() {
 			t.Fatalf("lab: listener %s: %s is not an IPv4 loopback address", l.Name, l.IP)
 		}
-		fmt.Fprintf(&master, "%s:%d inet n - n - - smtpd\n  -o syslog_name=postfix-%s\n", l.IP, cfg.Port, l.Name)
-		for _, o := range l.Options {
-			if strings.ContainsAny(o, " \t\n") || !strings.Contains(o, "=") {
-				t.Fatalf("lab: listener %s: option %q: want name=value without spaces", l.Name, o)
-			}
-			fmt.Fprintf(&master, "  -o %s\n", o)
+		smtpdOpts := l.Options
+		if l.Postscreen {
+			fmt.Fprintf(&master, "%s:%d inet n - n - 1 postscreen\n  -o syslog_name=postfix-%s\n  -o smtpd_service_name=smtpd-%s\n", l.IP, cfg.Port, l.Name, l.Name)
+			writeOptions(t, &master, l.Name, l.PostscreenOptions)
+			fmt.Fprintf(&master, "smtpd-%s pass - - n - - smtpd\n  -o syslog_name=postfix-%s\n", l.Name, l.Name)
+		} else {
+			fmt.Fprintf(&master, "%s:%d inet n - n - - smtpd\n  -o syslog_name=postfix-%s\n", l.IP, cfg.Port, l.Name)
 		}
+		writeOptions(t, &master, l.Name, smtpdOpts)
 	}
 	master.WriteString(services)
 	files := map[string][]byte{"main.cf": []byte(main), "master.cf": []byte(master.String())}

@@ -17,8 +17,8 @@ func StartServerArgs(t testing.TB, args ...string) *Server {
 
 // StartServerAOF starts a private redis-server with the append-only file on
 // and fsynced on every write, so that Kill followed by Restart loses nothing
-// Redis acknowledged: the set-up that design.md's "accepted tasks survive a
-// Redis restart" asks of production.
+// Redis acknowledged: the set-up docs/design.md ("Accepted tasks survive a
+// Redis restart") asks of production.
 func StartServerAOF(t testing.TB) *Server {
 	t.Helper()
 	return StartServerArgs(t, "--appendonly", "yes", "--appendfsync", "always")

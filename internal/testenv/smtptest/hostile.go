@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Steps for peers that break the protocol on purpose (issue 8), kept apart
+// Steps for peers that break the protocol on purpose, kept apart
 // from the ordinary script steps:
 //
 //	! reset                      abort the connection with a TCP RST

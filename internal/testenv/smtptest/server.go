@@ -64,6 +64,12 @@ type Options struct {
 	// A pipelined group of commands arriving together costs one delay, as
 	// it costs one round trip on a real network.
 	ReplyDelay time.Duration
+	// ErrorLimit, when positive, ends a session as Postfix's
+	// smtpd_hard_error_limit does: once the server has sent that many 4yz
+	// or 5yz replies in it, "421 4.7.0 <domain> Error: too many errors"
+	// follows the reply that reached the limit at once, unasked, and the
+	// connection is closed. Plaintext sessions only.
+	ErrorLimit int
 }
 
 // Server is a running go-smtp server on 127.0.0.1.
@@ -79,14 +85,18 @@ type Server struct {
 	// QuitReceived receives one value per QUIT the client sent, likewise.
 	QuitReceived chan struct{}
 
-	mu       sync.Mutex
-	conns    int
-	sessions int
-	commands map[string]int
-	rcpts    []string
-	froms    []string
-	tlsUsed  int
-	sent     map[string]int
+	mu        sync.Mutex
+	conns     int
+	live      int         // connections open now
+	maxLive   int         // most connections open at once
+	connTimes []time.Time // when each connection was accepted
+	sessions  int
+	commands  map[string]int
+	rcpts     []string
+	froms     []string
+	tlsUsed   int
+	sent      map[string]int
+	limited   int
 }
 
 // Start starts a server and stops it when the test ends.
@@ -153,6 +163,20 @@ func (s *Server) Conns() int {
 	return s.conns
 }
 
+// MaxLiveConns is the most TCP connections that were open at once.
+func (s *Server) MaxLiveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxLive
+}
+
+// ConnTimes returns when each TCP connection was accepted, in order.
+func (s *Server) ConnTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.connTimes...)
+}
+
 // Sessions counts SMTP sessions (go-smtp opens one at EHLO/HELO, and again
 // after STARTTLS).
 func (s *Server) Sessions() int {
@@ -190,6 +214,13 @@ func (s *Server) Froms() []string {
 	return append([]string(nil), s.froms...)
 }
 
+// ErrorLimitHits counts the sessions ended by Options.ErrorLimit.
+func (s *Server) ErrorLimitHits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limited
+}
+
 // TLSSessions counts sessions that ran over TLS.
 func (s *Server) TLSSessions() int {
 	s.mu.Lock()
@@ -209,6 +240,9 @@ func (l countingListener) Accept() (net.Conn, error) {
 	}
 	l.s.mu.Lock()
 	l.s.conns++
+	l.s.live++
+	l.s.maxLive = max(l.s.maxLive, l.s.live)
+	l.s.connTimes = append(l.s.connTimes, time.Now())
 	l.s.mu.Unlock()
 	return &wireConn{Conn: c, s: l.s, owed: true}, nil
 }
@@ -219,10 +253,23 @@ type wireConn struct {
 	net.Conn
 	s *Server
 
+	closeOnce sync.Once
+
 	mu      sync.Mutex
 	owed    bool // input arrived (or the banner is due) since the last write
 	partial []byte
 	tls     bool // after STARTTLS the bytes are ciphertext: stop reading verbs
+	errors  int  // 4yz/5yz replies sent, for Options.ErrorLimit
+}
+
+// Close counts the connection as no longer open, once.
+func (c *wireConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.s.mu.Lock()
+		c.s.live--
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (c *wireConn) Read(p []byte) (int, error) {
@@ -247,7 +294,26 @@ func (c *wireConn) Write(p []byte) (int, error) {
 		// Simulated latency, not a wait for an event.
 		time.Sleep(c.s.opts.ReplyDelay)
 	}
-	return c.Conn.Write(p)
+	if lim := c.s.opts.ErrorLimit; lim > 0 && !c.tls {
+		for _, line := range strings.Split(string(p), "\n") {
+			if len(line) >= 4 && (line[0] == '4' || line[0] == '5') && line[3] == ' ' && !strings.HasPrefix(line, "421") {
+				c.errors++
+			}
+		}
+		if c.errors >= lim {
+			// Postfix writes the 421 and flushes both replies together
+			// as it disconnects.
+			out := append(append([]byte{}, p...), "421 4.7.0 "+c.s.opts.Domain+" Error: too many errors\r\n"...)
+			_, err := c.Conn.Write(out)
+			c.s.mu.Lock()
+			c.s.limited++
+			c.s.mu.Unlock()
+			c.Conn.Close()
+			return len(p), err
+		}
+	}
+	n, err := c.Conn.Write(p)
+	return n, err
 }
 
 // scan counts complete lines by verb; c.mu is held.

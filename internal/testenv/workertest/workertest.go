@@ -63,11 +63,15 @@ func New(rdb redis.UniversalClient, o Options) (*worker.Worker, error) {
 	if secret == nil {
 		secret = []byte("workertest-callback-secret")
 	}
+	gate := worker.NewGate(limiter, "test", log)
+	sessions := worker.NewSessions(rdb, worker.SessionsConfig{Egress: "test", Logger: log})
+	gate.ShareSessions(sessions)
 	vcfg := validator.Config{
 		Probe: validator.ProbeConfig{HeloName: "probe.mxprobe.test", MailFrom: "verify@mxprobe.test",
-			Port: o.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second},
+			Port: o.SMTPPort, ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second,
+			RejectBudgets: worker.NewRedisRejectBudgets(rdb, "mxprobe:", log)},
 		DNS:          validator.DNSConfig{Servers: []string{o.DNS}, AllowPrivate: true, Timeout: 2 * time.Second},
-		Gate:         worker.NewGate(limiter, "test", log),
+		Gate:         gate,
 		ProviderFunc: limiter.Group,
 		Logger:       log,
 	}
@@ -79,6 +83,8 @@ func New(rdb redis.UniversalClient, o Options) (*worker.Worker, error) {
 		Callback:          worker.CallbackConfig{Secret: secret, Allowlist: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
 		SchedulerInterval: 50 * time.Millisecond,
 		PollInterval:      20 * time.Millisecond,
+		Sessions:          sessions,
+		ProviderFunc:      limiter.Group,
 		Logger:            log,
 	}
 	if o.Adjust != nil {
