@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -112,7 +113,8 @@ var _ prometheus.Collector = (*QueueCollector)(nil)
 // Metrics is the Prometheus side of the worker's and the limiter's events:
 // pass ObserveResult as worker.Config.OnResult, CallbackOutcome as
 // worker.Config.OnCallback, CacheLookup as worker.Config.CacheHook (and to
-// the shared MX and catch-all caches), and the Metrics itself as
+// the shared MX and catch-all caches), CanaryChecked to the validator's DNS
+// canary, and the Metrics itself as
 // ratelimit.Config.Metrics.
 //
 // Provider labels are bounded: a provider group not named in Providers is
@@ -121,6 +123,9 @@ var _ prometheus.Collector = (*QueueCollector)(nil)
 type Metrics struct {
 	providers map[string]bool
 
+	mu           sync.Mutex
+	otherWaiting map[string]int // provider → waiting, for groups counted as "other"
+
 	verdicts    *prometheus.CounterVec
 	smtpReplies *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -128,8 +133,14 @@ type Metrics struct {
 	denied      *prometheus.CounterVec
 	reserved    *prometheus.CounterVec
 	coolDowns   *prometheus.CounterVec
+	restored    prometheus.Counter
 	callbacks   *prometheus.CounterVec
 	cache       *prometheus.CounterVec
+	canary      prometheus.Gauge
+	canaryRuns  *prometheus.CounterVec
+	sessRcpts   prometheus.Histogram
+	sessWait    *prometheus.HistogramVec
+	sessWaiting *prometheus.GaugeVec
 }
 
 // cacheNames are the caches CacheLookup counts by name; any other name is
@@ -140,7 +151,8 @@ var cacheNames = []string{"mx", "catch_all", "result"}
 // get their own label value.
 func NewMetrics(reg prometheus.Registerer, providers []string) (*Metrics, error) {
 	m := &Metrics{
-		providers: map[string]bool{},
+		providers:    map[string]bool{},
+		otherWaiting: map[string]int{},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_verdicts_total",
 			Help: "Final verdicts by verdict and reason."}, []string{"verdict", "reason", "cached"}),
 		smtpReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_smtp_replies_total",
@@ -151,17 +163,39 @@ func NewMetrics(reg prometheus.Registerer, providers []string) (*Metrics, error)
 		acquired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_ratelimit_acquired_total",
 			Help: "SMTP sessions admitted by the shared rate limiter."}, []string{"provider", "reserved"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_ratelimit_denied_total",
-			Help: "SMTP sessions denied by the shared rate limiter, by reason (rate, sessions, cool_down)."}, []string{"provider", "reason"}),
+			Help: "SMTP sessions denied by the shared rate limiter, by reason (rate, sessions, cool_down, failover)."}, []string{"provider", "reason"}),
 		reserved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_ratelimit_reserved_total",
 			Help: "Denied callers granted a future slot."}, []string{"provider"}),
 		coolDowns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_ratelimit_cooldowns_total",
 			Help: "Cool-downs opened after a provider throttled or blocked us."}, []string{"provider", "reason"}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "mxprobe_ratelimit_leases_restored_total",
+			Help: "Session leases this process put back into Redis after a failover lost them."}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_callbacks_total",
 			Help: "Callback delivery attempts by outcome."}, []string{"outcome"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_cache_lookups_total",
 			Help: "Lookups in the shared caches (mx: DNS answers, catch_all: per-domain catch-all status, result: final verdicts per address), by result (hit, miss)."},
 			[]string{"cache", "result"}),
+		canary: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mxprobe_dns_canary_healthy",
+			Help: "1 while the DNS canary names resolve, 0 while they do not (NXDOMAIN and no-MX answers are then unknown/dns_error, not invalid), -1 before the first check or with --dns-canary none."}),
+		canaryRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mxprobe_dns_canary_checks_total",
+			Help: "DNS canary results this process ran or read from Redis, by result (healthy, failed)."}, []string{"result"}),
 	}
+	m.sessRcpts = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mxprobe_session_recipients",
+		Help:    "Recipients asked per SMTP session, observed when the session ends (the catch-all probe not counted).",
+		Buckets: []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20}})
+	m.sessWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mxprobe_session_wait_seconds",
+		Help:    "Time an address handed to the worker holding its MX host's session waited for its result, by outcome (joined: asked on that session; declined: probed itself).",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180}}, []string{"outcome"})
+	m.sessWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mxprobe_session_waiting",
+		Help: "Addresses in this process waiting for a session another worker (or this one) holds, by provider group."}, []string{"provider"})
+	m.sessWait.WithLabelValues("joined")
+	m.sessWait.WithLabelValues("declined")
+	for _, p := range append(slices.Clone(providers), "other") {
+		m.sessWaiting.WithLabelValues(p)
+	}
+	m.canary.Set(-1)
+	m.canaryRuns.WithLabelValues("healthy")
+	m.canaryRuns.WithLabelValues("failed")
 	// Every series exists from the start: a hit ratio reads 0 hits, not
 	// no data, before the first lookup.
 	for _, c := range cacheNames {
@@ -171,7 +205,7 @@ func NewMetrics(reg prometheus.Registerer, providers []string) (*Metrics, error)
 	for _, p := range providers {
 		m.providers[p] = true
 	}
-	for _, c := range []prometheus.Collector{m.verdicts, m.smtpReplies, m.duration, m.acquired, m.denied, m.reserved, m.coolDowns, m.callbacks, m.cache} {
+	for _, c := range []prometheus.Collector{m.verdicts, m.smtpReplies, m.duration, m.acquired, m.denied, m.reserved, m.coolDowns, m.restored, m.callbacks, m.cache, m.canary, m.canaryRuns, m.sessRcpts, m.sessWait, m.sessWaiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -230,6 +264,54 @@ func (m *Metrics) CacheLookup(cache string, hit bool) {
 	m.cache.WithLabelValues(cache, result).Inc()
 }
 
+// SessionEnded observes the recipients of one SMTP session when it ends
+// (validator.ProbeConfig.OnSessionEnd).
+func (m *Metrics) SessionEnded(rcpts int) { m.sessRcpts.Observe(float64(rcpts)) }
+
+// SessionWait observes one hand-off to a session holder
+// (worker.SessionsConfig.OnWait).
+func (m *Metrics) SessionWait(_ string, waited time.Duration, joined bool) {
+	outcome := "declined"
+	if joined {
+		outcome = "joined"
+	}
+	m.sessWait.WithLabelValues(outcome).Observe(waited.Seconds())
+}
+
+// SessionsWaiting sets the addresses of a provider waiting in this process
+// for a held session (worker.SessionsConfig.OnWaiting). Providers not named
+// in the limits add up under "other".
+func (m *Metrics) SessionsWaiting(provider string, n int) {
+	p := m.provider(provider)
+	if p == "other" {
+		// Many groups share "other": a gauge set per group would
+		// overwrite; count the change instead.
+		m.mu.Lock()
+		prev := m.otherWaiting[provider]
+		if n <= 0 {
+			delete(m.otherWaiting, provider)
+		} else {
+			m.otherWaiting[provider] = n
+		}
+		m.mu.Unlock()
+		m.sessWaiting.WithLabelValues(p).Add(float64(n - prev))
+		return
+	}
+	m.sessWaiting.WithLabelValues(p).Set(float64(n))
+}
+
+// CanaryChecked records one DNS canary result (validator.CanaryConfig's
+// OnCheck).
+func (m *Metrics) CanaryChecked(healthy bool) {
+	if healthy {
+		m.canary.Set(1)
+		m.canaryRuns.WithLabelValues("healthy").Inc()
+		return
+	}
+	m.canary.Set(0)
+	m.canaryRuns.WithLabelValues("failed").Inc()
+}
+
 // Acquired implements ratelimit.Metrics.
 func (m *Metrics) Acquired(_, group string, reserved bool) {
 	m.acquired.WithLabelValues(m.provider(group), strconv.FormatBool(reserved)).Inc()
@@ -249,5 +331,8 @@ func (m *Metrics) Reserved(_, group string, _ time.Duration) {
 func (m *Metrics) CoolDownOpened(_, group, reason string, _ time.Duration) {
 	m.coolDowns.WithLabelValues(m.provider(group), reason).Inc()
 }
+
+// LeasesRestored implements ratelimit.Metrics.
+func (m *Metrics) LeasesRestored(n int) { m.restored.Add(float64(n)) }
 
 var _ ratelimit.Metrics = (*Metrics)(nil)

@@ -26,7 +26,7 @@ type Limit struct {
 }
 
 // DefaultSessions is the concurrent-session cap per (egress, MX host) when a
-// Limit leaves Sessions at 0 (smtp-probing.md §4: start at 2; Exchange allows
+// Limit leaves Sessions at 0 (docs/smtp.md §4: start at 2; Exchange allows
 // 20 per source and Postfix 50, so 2 stays far below what trips them).
 const DefaultSessions = 2
 
@@ -59,7 +59,7 @@ func (l Limit) validate() error {
 }
 
 // CoolDownConfig shapes the exponential pause after a provider throttles or
-// blocks us (smtp-probing.md §4: 15 min → 1 h → 4 h).
+// blocks us (docs/smtp.md §4: 15 min → 1 h → 4 h).
 type CoolDownConfig struct {
 	// Initial is the first pause. Default 15 min.
 	Initial time.Duration
@@ -82,7 +82,7 @@ type Config struct {
 	Prefix string
 
 	// Default is the limit of any group without an entry in Providers.
-	// Zero means 10 per minute, burst 3, 2 sessions (smtp-probing.md §4).
+	// Zero means 10 per minute, burst 3, 2 sessions (docs/smtp.md §4).
 	Default Limit
 
 	// Providers holds per-group limits, keyed by group name (see Group).
@@ -116,6 +116,20 @@ type Config struct {
 	// retries to the queue every few seconds). Default 30 s.
 	ReserveGrace time.Duration
 
+	// FailoverSettle is how long a provider admits no new session after
+	// its keys are found on a different Redis master than the one that
+	// last wrote them (a Sentinel or Cluster failover, or a restart that
+	// kept the data, since Redis draws a new replication id at start):
+	// leases written to the old master just before may be lost, and their
+	// holders' keepers put them back meanwhile (see LeaseKeepEvery).
+	// Default 6 s.
+	FailoverSettle time.Duration
+
+	// LeaseKeepEvery is how often each Limiter puts the leases it holds
+	// back into Redis where a failover lost them. It must be well below
+	// FailoverSettle. Default 2 s.
+	LeaseKeepEvery time.Duration
+
 	// CoolDown shapes pauses after blocks.
 	CoolDown CoolDownConfig
 
@@ -124,10 +138,10 @@ type Config struct {
 }
 
 // DefaultConfig returns the built-in configuration: the conservative default
-// limit, higher limits for the large providers (smtp-probing.md §4 suggests
+// limit, higher limits for the large providers (docs/smtp.md §4 suggests
 // 10–20 new sessions per minute and up to 5 sessions for Google/Microsoft;
 // we stay at the low end) and the Microsoft 365 / consumer Outlook split
-// (smtp-probing.md §7).
+// (docs/smtp.md §7).
 func DefaultConfig() Config {
 	big := Limit{Rate: 20, Per: time.Minute, Burst: 5, Sessions: 3}
 	return Config{
@@ -147,6 +161,8 @@ func DefaultConfig() Config {
 		SessionRetry:   5 * time.Second,
 		ReserveHorizon: time.Hour,
 		ReserveGrace:   30 * time.Second,
+		FailoverSettle: 6 * time.Second,
+		LeaseKeepEvery: 2 * time.Second,
 		CoolDown: CoolDownConfig{
 			Initial:    15 * time.Minute,
 			Multiplier: 4,
@@ -181,6 +197,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReserveGrace == 0 {
 		c.ReserveGrace = d.ReserveGrace
+	}
+	if c.FailoverSettle == 0 {
+		c.FailoverSettle = d.FailoverSettle
+	}
+	if c.LeaseKeepEvery == 0 {
+		c.LeaseKeepEvery = d.LeaseKeepEvery
 	}
 	if c.CoolDown.Initial == 0 {
 		c.CoolDown.Initial = d.CoolDown.Initial
@@ -245,6 +267,8 @@ func (c Config) Validate() error {
 		"session retry":        c.SessionRetry,
 		"reservation horizon":  c.ReserveHorizon,
 		"reservation grace":    c.ReserveGrace,
+		"failover settle":      c.FailoverSettle,
+		"lease keep interval":  c.LeaseKeepEvery,
 		"cool-down initial":    c.CoolDown.Initial,
 		"cool-down max":        c.CoolDown.Max,
 		"cool-down reset time": c.CoolDown.ResetAfter,
@@ -255,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if c.CoolDown.Multiplier < 1 || math.IsNaN(c.CoolDown.Multiplier) || math.IsInf(c.CoolDown.Multiplier, 0) {
 		errs = append(errs, fmt.Errorf("cool-down multiplier %v: must be a finite number ≥ 1", c.CoolDown.Multiplier))
+	}
+	if c.LeaseKeepEvery*2 > c.FailoverSettle {
+		errs = append(errs, fmt.Errorf("lease keep interval %s: must be at most half the failover settle time %s, so every holder puts its leases back before sessions are admitted again", c.LeaseKeepEvery, c.FailoverSettle))
 	}
 	if c.CoolDown.Max < c.CoolDown.Initial {
 		errs = append(errs, fmt.Errorf("cool-down max %s: below initial %s", c.CoolDown.Max, c.CoolDown.Initial))

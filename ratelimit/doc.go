@@ -10,11 +10,13 @@
 //     registrable domain (publicsuffix.EffectiveTLDPlusOne), so every Google
 //     MX shares google.com's budget while Microsoft 365 tenants
 //     (mail.protection.outlook.com) and consumer Outlook
-//     (olc.protection.outlook.com) keep separate ones (smtp-probing.md §7).
+//     (olc.protection.outlook.com) keep separate ones (docs/smtp.md §7).
+//
 //  2. Key: the budget belongs to the pair (egress, group), because receivers
 //     count per client IP. All keys of a pair share the hash tag
 //     "{egress|group}", so each script touches one Redis Cluster slot; the
 //     per-MX session set lives under the group's tag for the same reason.
+//
 //  3. One EVALSHA (go-redis falls back to EVAL after NOSCRIPT, e.g. after a
 //     Redis restart; in steady state it is one round trip) that, on Redis's
 //     clock (TIME), in order:
@@ -26,6 +28,11 @@
 //     d. admits a caller redeeming its reservation, or takes a token from
 //     the bucket, or denies with ReasonRate and a reservation;
 //     e. records the new session lease with its expiry.
+//
+//     Before a, the script reads the pair's fence and, when the keys are
+//     on a Redis master other than the one that last wrote them, denies
+//     with ReasonFailover for Config.FailoverSettle (keep.go).
+//
 //  4. The caller gets a *Lease (Release it when the session ends, Extend it
 //     during long sessions) or a *DeniedError whose RetryIn says when to come
 //     back. Acquire never sleeps; Redis errors are returned, never treated as
@@ -84,7 +91,7 @@
 // CoolDown pauses a pair after the provider throttled or blocked us (421,
 // 4.7.x, RBL text). The pause lengths come from cenkalti/backoff's
 // ExponentialBackOff without jitter (15 min → 1 h → 4 h by default,
-// smtp-probing.md §4), computed once in New and passed to a script that keeps
+// docs/smtp.md §4), computed once in New and passed to a script that keeps
 // the step count in Redis, so all workers agree, a block reported by many
 // workers at once opens one pause, and the count starts over after a quiet
 // Config.CoolDown.ResetAfter. Acquire checks the pause first, so a block seen
@@ -102,6 +109,7 @@
 //	tag:ses:<mx>  session leases   expires after the last lease's TTL
 //	tag:cd        pause record     expires when the pause ends
 //	tag:cdstep    pause count      expires after the pause + ResetAfter
+//	tag:fence     master's id      expires a week after the last use (keep.go)
 //	paused        pause index      pruned on use, expires after the last pause
 //
 // Nothing grows without bound: every key has a TTL and every set is pruned

@@ -10,7 +10,7 @@ import (
 // Group returns the provider group of an MX host: the longest matching
 // override suffix's group, else the host's registrable domain
 // (publicsuffix.EffectiveTLDPlusOne), so mx1.google.com and
-// alt4.aspmx.l.google.com share google.com's budget (smtp-probing.md §7).
+// alt4.aspmx.l.google.com share google.com's budget (docs/smtp.md §7).
 // The name is lower-cased and its trailing dot removed first, because
 // EffectiveTLDPlusOne rejects a trailing dot. A host that has no registrable
 // domain (an IP literal, a bare public suffix, "localhost") is its own group.

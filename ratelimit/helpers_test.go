@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,6 +151,7 @@ func (r *recorder) Acquired(_, g string, reserved bool) {
 func (r *recorder) Denied(_, g, reason string)                     { r.add("denied " + reason + " " + g) }
 func (r *recorder) Reserved(_, g string, _ time.Duration)          { r.add("reserved " + g) }
 func (r *recorder) CoolDownOpened(_, g, _ string, _ time.Duration) { r.add("cooldown " + g) }
+func (r *recorder) LeasesRestored(n int)                           { r.add(fmt.Sprintf("restored %d", n)) }
 func (r *recorder) get() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,10 @@ const (
 	ReasonRate     = "rate"      // the provider's token bucket is empty
 	ReasonSessions = "sessions"  // all sessions to the MX host are in use
 	ReasonCoolDown = "cool_down" // the provider throttled or blocked us recently
+	// ReasonFailover: the provider's keys moved to a new Redis master a
+	// moment ago, and leases the old one held may still be coming back
+	// (Config.FailoverSettle).
+	ReasonFailover = "failover"
 )
 
 // ErrDenied matches every *DeniedError with errors.Is.
@@ -35,7 +40,7 @@ var ErrLeaseLost = errors.New("ratelimit: lease expired or released")
 // DeniedError says Acquire refused and when to try again. It is not a
 // failure: the caller reschedules its work RetryIn from now.
 type DeniedError struct {
-	Reason  string        // ReasonRate, ReasonSessions or ReasonCoolDown
+	Reason  string        // ReasonRate, ReasonSessions, ReasonCoolDown or ReasonFailover
 	RetryIn time.Duration // from the moment Redis decided
 	Until   time.Time     // Redis time of the decision + RetryIn (for cool-downs: the pause's end)
 	// Reservation, for ReasonRate, names the slot kept for this caller at
@@ -64,7 +69,7 @@ func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
 type Request struct {
 	// Egress identifies the source the session leaves from: the source IP,
 	// or the proxy's identity. Receivers count per client IP
-	// (smtp-probing.md §7), so each egress has its own budgets.
+	// (docs/smtp.md §7), so each egress has its own budgets.
 	Egress string
 	// MXHost is the host to connect to; its Group selects the budget.
 	MXHost string
@@ -85,8 +90,14 @@ type Lease struct {
 	Expires               time.Time // Redis time; Extend moves it
 	Reserved              bool      // admitted by redeeming a reservation
 
-	l   *Limiter
-	key string
+	l     *Limiter
+	key   string
+	fence string
+	// exp mirrors Expires (µs) for the Limiter's keeper, which reads it
+	// from its own goroutine; released stops the keeper putting the lease
+	// back once Release has begun.
+	exp      atomic.Int64
+	released atomic.Bool
 	// renewed is when the lease was granted or last extended, on this
 	// process's monotonic clock, with the test clock offset at that moment:
 	// ExtendIfDue measures the lease's age without comparing this host's
@@ -97,6 +108,7 @@ type Lease struct {
 
 // Release frees the session slot at once. Releasing twice is harmless.
 func (le *Lease) Release(ctx context.Context) error {
+	le.l.forget(le)
 	if err := le.l.rdb.ZRem(ctx, le.key, le.ID).Err(); err != nil {
 		return fmt.Errorf("ratelimit: release lease %s: %w", le.ID, err)
 	}
@@ -116,6 +128,7 @@ func (le *Lease) Extend(ctx context.Context) error {
 		return ErrLeaseLost
 	}
 	le.Expires = time.UnixMicro(r[1])
+	le.exp.Store(r[1])
 	le.markRenewed()
 	return nil
 }
@@ -123,10 +136,10 @@ func (le *Lease) Extend(ctx context.Context) error {
 // ExtendIfDue extends the lease only once a quarter of Config.LeaseTTL has
 // passed since it was granted or last extended, so a caller can renew before
 // each use of a long-lived session without a Redis round trip per use
-// (issue 7: a pooled session serving ten addresses in a second renews
-// nothing). It reports whether it went to Redis. A lease that is not due is
+// (a pooled session serving ten addresses in a second renews nothing). It reports whether it went to Redis. A lease that is not due is
 // assumed alive: it can only have been lost to expiry, which is three
-// quarters of a TTL away, or to Redis losing its data. So a caller must size
+// quarters of a TTL away, or to a Redis failover (which the Limiter's keeper
+// repairs, see Config.LeaseKeepEvery). So a caller must size
 // Config.LeaseTTL so that three quarters of it outlast its longest use
 // between two calls (worker.LeaseTTLFor).
 func (le *Lease) ExtendIfDue(ctx context.Context) (bool, error) {
@@ -164,6 +177,18 @@ type Limiter struct {
 	// offset shifts the scripts' clock, in µs. Only this package's tests
 	// set it, to step over expiries without waiting.
 	offset atomic.Int64
+
+	// The keeper (keep.go): the leases this process holds, and whether
+	// its goroutine runs. passMu is held for each of its passes, so a
+	// Release waits for a pass that may put its lease back before it
+	// removes the lease itself.
+	liveMu  sync.Mutex
+	live    map[*Lease]struct{}
+	keeping bool
+	passMu  sync.RWMutex
+	// onKeep, when set, hears of every keeper pass (tests): the leases
+	// put back, and the pass's error.
+	onKeep func(back int, err error)
 }
 
 // New checks cfg and returns a Limiter using rdb. It does not contact Redis:
@@ -235,7 +260,7 @@ func (l *Limiter) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	g := l.Group(mx)
 	lim := l.Limit(g)
 	tag := l.tag(req.Egress, g)
-	keys := []string{tag + ":tat", tag + ":res", tag + ":ses:" + mx, tag + ":cd"}
+	keys := []string{tag + ":tat", tag + ":res", tag + ":ses:" + mx, tag + ":cd", tag + ":fence"}
 	leaseID := newID()
 	r, err := acquireScript.Run(ctx, l.rdb, keys,
 		l.offset.Load(),
@@ -249,6 +274,7 @@ func (l *Limiter) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		req.Reservation,
 		newID(),
 		l.cfg.SessionRetry.Microseconds(),
+		l.cfg.FailoverSettle.Microseconds(),
 	).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: acquire %s via %s: %w", g, req.Egress, err)
@@ -263,9 +289,11 @@ func (l *Limiter) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		le := &Lease{
 			ID: leaseID, Egress: req.Egress, Group: g, MXHost: mx,
 			Expires: time.UnixMicro(at), Reserved: flag == 1,
-			l: l, key: keys[2],
+			l: l, key: keys[2], fence: keys[4],
 		}
+		le.exp.Store(at)
 		le.markRenewed()
+		l.hold(le)
 		return le, nil
 	}
 	d := &DeniedError{Egress: req.Egress, Group: g, MXHost: mx}
@@ -286,6 +314,8 @@ func (l *Limiter) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	case 3:
 		d.Reason = ReasonCoolDown
 		d.Detail = str
+	case 4:
+		d.Reason = ReasonFailover
 	default:
 		return nil, fmt.Errorf("ratelimit: acquire: unexpected reply code %d", code)
 	}

@@ -663,7 +663,7 @@ func TestEveryKeyExpires(t *testing.T) {
 	}
 	slices.Sort(keys)
 	tag := b.prefix + "{192.0.2.1|example.com}"
-	want := []string{tag + ":cd", tag + ":cdstep", tag + ":res", tag + ":ses:mx.example.com", tag + ":tat", b.prefix + "paused"}
+	want := []string{tag + ":cd", tag + ":cdstep", tag + ":fence", tag + ":res", tag + ":ses:mx.example.com", tag + ":tat", b.prefix + "paused"}
 	slices.Sort(want)
 	if !slices.Equal(keys, want) {
 		t.Fatalf("keys = %q; want %q", keys, want)

@@ -11,16 +11,36 @@ import "github.com/redis/go-redis/v9"
 // which is exact up to 2^53 ≈ 9e15). Numbers written to Redis go through
 // string.format('%.0f') because Lua's tostring keeps only 14 digits.
 
+// fenceLua, inside a script, reads the pair's fence: the replication id of
+// the master that last ran a limiter script on the pair's keys, and the end
+// of the settle time. A different id means this server became master (or
+// restarted) since: writes the old master took just before may not have
+// reached it, leases among them, so for settle µs no new session is
+// admitted while holders put their leases back (keepScript). A missing
+// fence (first use, or expired) starts none. It sets the local "settling".
+// Needs now, s() and the fence key in fenceKey, settle in settleUS.
+const fenceLua = `
+local rid_ = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local f_ = redis.call('HMGET', fenceKey, 'id', 'until')
+local settling = tonumber(f_[2] or '0')
+if f_[1] ~= rid_ then
+  if f_[1] then settling = now + settleUS end
+  redis.call('HSET', fenceKey, 'id', rid_, 'until', s(settling))
+end
+redis.call('PEXPIRE', fenceKey, 604800000)
+`
+
 // acquireScript decides one Acquire in one round trip.
 //
 // KEYS[1] tat    string: GCRA theoretical arrival time of the bucket
 // KEYS[2] res    zset:   reservation id → slot
 // KEYS[3] ses    zset:   lease id → expiry, for one MX host
 // KEYS[4] cd     hash:   cool-down {until, reason, step, since}
+// KEYS[5] fence  hash:   {id, until}, see fenceLua
 //
 // ARGV: 1 offset, 2 interval T, 3 burst, 4 horizon, 5 grace, 6 max sessions,
 // 7 lease TTL, 8 lease id, 9 reservation id of the caller (may be empty),
-// 10 fresh reservation id, 11 session retry cap.
+// 10 fresh reservation id, 11 session retry cap, 12 failover settle.
 //
 // Reply: {code, now, t, str, flag}
 //
@@ -28,10 +48,13 @@ import "github.com/redis/go-redis/v9"
 //	1 rate:      t = when to return, str = reservation id ("" = none), flag = 1 if newly reserved
 //	2 sessions:  t = when to return
 //	3 cool-down: t = until, str = reason
+//	4 failover:  t = end of the settle time
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
 local function s(x) return string.format('%.0f', x) end
+local fenceKey, settleUS = KEYS[5], tonumber(ARGV[12])
+` + fenceLua + `
 local function ms(us) return math.ceil(us / 1000) + 1000 end
 local T = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
@@ -46,6 +69,7 @@ if cd[1] then
   local u = tonumber(cd[1])
   if u > now then return {3, now, u, cd[2] or '', 0} end
 end
+if settling > now then return {4, now, settling, '', 0} end
 
 -- A reservation is redeemable from its slot until slot+grace; older ones
 -- are forgotten (their token stays spent: unused slots are never re-issued).
@@ -109,6 +133,34 @@ local exp = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', exp), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) / 1000) + 1000)
 return {1, exp}
+`)
+
+// keepScript puts back the leases a holder still has on one MX host where
+// they are missing (a failover lost them), with the expiry the holder
+// knows; expired ones stay gone. It also reads the fence (fenceLua), so a
+// holder that meets the new master first starts the settle time there.
+//
+// KEYS[1] ses, KEYS[2] fence; ARGV: 1 offset, 2 failover settle, then
+// lease id, expiry pairs. Reply: the number of leases put back.
+var keepScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+local function s(x) return string.format('%.0f', x) end
+local fenceKey, settleUS = KEYS[2], tonumber(ARGV[2])
+` + fenceLua + `
+local back, last = 0, 0
+for i = 3, #ARGV - 1, 2 do
+  local exp = tonumber(ARGV[i + 1])
+  if exp > now and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], s(exp), ARGV[i])
+    back = back + 1
+    if exp > last then last = exp end
+  end
+end
+if back > 0 and redis.call('PTTL', KEYS[1]) < math.ceil((last - now) / 1000) then
+  redis.call('PEXPIRE', KEYS[1], math.ceil((last - now) / 1000) + 1000)
+end
+return back
 `)
 
 // coolDownScript opens a cool-down unless one is running.
