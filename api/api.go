@@ -52,6 +52,9 @@ type Config struct {
 	// Retention is how long results and batches stay readable (default
 	// 24 h, like tasks.Client's default).
 	Retention time.Duration
+	// QueueShards is how many shards each priority queue is split into
+	// (tasks.WithShards; default 1); the workers need the same.
+	QueueShards int
 	// Prefix starts the API's own Redis keys (default "mxprobe:api:").
 	Prefix string
 	// Limiter and Limits answer GET /v1/providers (cool-downs in force, and
@@ -150,7 +153,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:    cfg,
 		rdb:    cfg.Redis,
-		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention), tasks.WithCallbackCheck(cfg.CheckCallbackURL)),
+		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention), tasks.WithCallbackCheck(cfg.CheckCallbackURL),
+			tasks.WithShards(cfg.QueueShards)),
 		insp:   asynq.NewInspectorFromRedisClient(cfg.Redis),
 		log:    cfg.Logger,
 		reg:    cfg.Registry,

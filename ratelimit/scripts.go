@@ -26,8 +26,12 @@ local settling = tonumber(f_[2] or '0')
 if f_[1] ~= rid_ then
   if f_[1] then settling = now + settleUS end
   redis.call('HSET', fenceKey, 'id', rid_, 'until', s(settling))
+  redis.call('PEXPIRE', fenceKey, 604800000)
+elseif redis.call('PTTL', fenceKey) < 302400000 then
+  -- Kept for a week, refreshed once half of it has passed, so a call
+  -- that changes nothing else (a denial) writes nothing.
+  redis.call('PEXPIRE', fenceKey, 604800000)
 end
-redis.call('PEXPIRE', fenceKey, 604800000)
 `
 
 // acquireScript decides one Acquire in one round trip.

@@ -94,6 +94,11 @@ type Client struct {
 	waiters     map[string]map[chan struct{}]struct{} // task id → its Waits
 	// safetyNet is Wait's first and longest poll interval while subscribed.
 	safetyNet [2]time.Duration
+
+	// shards per priority queue (WithShards; 0 means 1) and their names.
+	shards     int
+	shardMu    sync.Mutex
+	shardCache map[string][]string
 }
 
 // ClientOption configures a Client.
@@ -223,9 +228,13 @@ func (c *Client) Enqueue(ctx context.Context, req Request, opts ...Option) (stri
 	if err != nil {
 		return "", fmt.Errorf("encoding payload: %w", err)
 	}
-	id := o.queue + "_" + uuid.NewString()
+	queue, err := c.shardFor(o.queue)
+	if err != nil {
+		return "", err
+	}
+	id := queue + "_" + uuid.NewString()
 	aopts := []asynq.Option{
-		asynq.Queue(o.queue),
+		asynq.Queue(queue),
 		asynq.TaskID(id),
 		asynq.MaxRetry(MaxRetryCeiling),
 		asynq.Timeout(ValidateTimeout),
@@ -257,7 +266,7 @@ func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 	p := ValidatePayload{V: PayloadVersion, RequestID: req.RequestID, Input: req.Address,
 		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC(),
 		Owner: o.owner}
-	if !validQueue(o.queue) {
+	if !isPriority(o.queue) {
 		return p, &RequestError{Field: "queue", Reason: fmt.Sprintf("unknown queue %q (want critical, default or bulk)", o.queue)}
 	}
 	a, err := address.Parse(req.Address)
@@ -294,13 +303,11 @@ func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 	return p, nil
 }
 
+// validQueue reports whether q is one of mxprobe's asynq queues: a
+// priority or one of its shards.
 func validQueue(q string) bool {
-	for _, name := range Queues {
-		if q == name {
-			return true
-		}
-	}
-	return false
+	_, ok := PriorityOf(q)
+	return ok
 }
 
 // CheckCallbackURL checks the form of a callback URL: absolute http or https,

@@ -31,7 +31,15 @@ type Config struct {
 	// on remote servers, not on CPU).
 	Concurrency int
 	// Queues weights the queues (default critical 6, default 3, bulk 1).
+	// Each priority named here is consumed in all its shards, each shard
+	// with the priority's weight.
 	Queues map[string]int
+	// QueueShards is how many shards each priority's queue is split into
+	// (tasks.ShardQueues; default 1); producers need the same setting
+	// (tasks.WithShards). Besides these, Start consumes every shard of the
+	// priorities above that Redis already knows, left by producers with
+	// another setting, so a mismatch strands no task.
+	QueueShards int
 	// Retry is the schedule of temporary outcomes; CallbackRetry that of
 	// callback deliveries (default 10 s doubling to 1 h, for a day).
 	Retry, CallbackRetry RetryPolicy
@@ -103,6 +111,7 @@ var DefaultCacheTTL = CacheTTL{
 // Worker runs validation and callback tasks from the queues.
 type Worker struct {
 	cfg           Config
+	queues        map[string]int // asynq queue → weight, shards expanded
 	retry         RetryPolicy
 	callbackRetry RetryPolicy
 	rdb           redis.UniversalClient
@@ -135,9 +144,24 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 	if cfg.Queues == nil {
 		w.cfg.Queues = map[string]int{tasks.QueueCritical: 6, tasks.QueueDefault: 3, tasks.QueueBulk: 1}
 	}
+	if cfg.QueueShards == 0 {
+		w.cfg.QueueShards = 1
+	}
+	w.queues = map[string]int{}
 	for q, weight := range w.cfg.Queues {
 		if weight < 1 {
 			return nil, fmt.Errorf("worker: queue %q: weight must be at least 1", q)
+		}
+		if p, ok := tasks.PriorityOf(q); !ok || p != q {
+			w.queues[q] = weight // another application's queue, or one shard
+			continue
+		}
+		shards, err := tasks.ShardQueues(q, w.cfg.QueueShards)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		for _, name := range shards {
+			w.queues[name] = weight
 		}
 	}
 	if cfg.SchedulerInterval == 0 {
@@ -206,7 +230,7 @@ func (w *Worker) Handler() asynq.Handler {
 func (w *Worker) Start() error {
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
-		Queues:                   w.cfg.Queues,
+		Queues:                   w.consumedQueues(),
 		RetryDelayFunc:           w.retryDelay,
 		IsFailure:                isFailure,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
@@ -463,7 +487,7 @@ func (w *Worker) validate(ctx context.Context, p tasks.ValidatePayload, id strin
 		return w.v.Validate(ctx, p.Input)
 	}
 	queue, _ := asynq.GetQueueName(ctx)
-	job := handoffJob{Input: p.Input, TaskID: id, Transcript: p.Transcript, Urgent: queue == tasks.QueueCritical}
+	job := handoffJob{Input: p.Input, TaskID: id, Transcript: p.Transcript, Urgent: isCritical(queue)}
 	if res, err, handled := s.handoff(ctx, hosts, job); handled {
 		return res, err
 	}

@@ -27,6 +27,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	deadline := fs.Duration("deadline", 0, "a verdict not final this long after enqueueing becomes a final unknown, and its callback fires (default: none)")
 	noDedupe := fs.Bool("no-dedupe", false, "probe even if a recent result is cached or a probe is in flight")
 	transcript := fs.Bool("transcript", false, "keep the SMTP transcript in the result")
+	shards := fs.Int("queue-shards", 1, queueShardsUsage)
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printFlagHelp(stdout, fs, enqueueSynopsis)
@@ -43,6 +44,9 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if *deadline < 0 {
 		return exitUsage, usagef("--deadline must not be negative")
+	}
+	if _, err := tasks.ShardQueues(tasks.QueueDefault, *shards); err != nil {
+		return exitUsage, usagef("--queue-shards: %v", err)
 	}
 	opts := []tasks.Option{tasks.Queue(*queue)}
 	if *deadline > 0 {
@@ -71,7 +75,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitFailure, err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb)
+	c := tasks.NewClient(rdb, tasks.WithShards(*shards))
 	defer c.Close()
 
 	type enqueued struct{ input, id string }

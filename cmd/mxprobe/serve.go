@@ -198,6 +198,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		a, err := api.New(api.Config{
 			Redis: rdb, Keys: keys, NoAuth: f.noAuth, Quota: f.quota,
 			MaxWait: f.maxWait, ValidateWait: f.validateWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
+			QueueShards: f.worker.queueShards,
 			BodyTimeout: f.bodyTimeout, BatchBodyTimeout: f.batchBodyTime,
 			AuthFailuresPerIP: f.authFailIP, AuthFailuresPerKey: f.authFailKey,
 			Limiter: limiter, Limits: lcfg, Static: static, MonitoringWrite: f.monitoringWrite,

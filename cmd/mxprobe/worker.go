@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
 	"github.com/mxprobe/mxprobe/worker"
 )
@@ -50,7 +51,12 @@ type workerFlags struct {
 	listURL         string
 	listCache       string
 	listMaxAge      time.Duration
+	queueShards     int
 }
+
+// queueShardsUsage is the --queue-shards help, shared by every command
+// that queues or consumes tasks.
+const queueShardsUsage = "split each priority queue into this many shards on hash slots spread over a Redis Cluster's masters (1: unsharded; set it to the number of masters); producers and workers must agree, and workers also drain shards Redis already lists"
 
 func (f *workerFlags) register(fs *flag.FlagSet) {
 	f.probe.register(fs)
@@ -76,6 +82,7 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.listMaxAge, "disposable-list-max-age", validator.DefaultListMaxAge, "download the disposable-domain list again when the local copy is older than this")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.IntVar(&f.queueShards, "queue-shards", 1, queueShardsUsage)
 }
 
 // parseLimit reads "RATE/PERIOD:BURST:SESSIONS" (":SESSIONS" optional).
@@ -213,7 +220,10 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 	if err != nil {
 		return nil, err
 	}
-	var wcfg worker.Config
+	if _, err := tasks.ShardQueues(tasks.QueueDefault, f.queueShards); err != nil {
+		return nil, usagef("--queue-shards: %v", err)
+	}
+	wcfg := worker.Config{QueueShards: f.queueShards}
 	// Session sharing across workers rides on session reuse
 	// (--no-session-reuse turns both off): worker/sessions.go.
 	scfg := worker.SessionsConfig{Prefix: "mxprobe:", QueueCap: f.probe.sessionRcpts, Logger: log}
