@@ -38,7 +38,8 @@ type Config struct {
 	// (tasks.ShardQueues; default 1); producers need the same setting
 	// (tasks.WithShards). Besides these, Start consumes every shard of the
 	// priorities above that Redis already knows, left by producers with
-	// another setting, so a mismatch strands no task.
+	// another setting, and the unsharded queue, so a mismatch strands no
+	// task.
 	QueueShards int
 	// Retry is the schedule of temporary outcomes; CallbackRetry that of
 	// callback deliveries (default 10 s doubling to 1 h, for a day).
@@ -163,6 +164,9 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 		for _, name := range shards {
 			w.queues[name] = weight
 		}
+		// The unsharded queue too: what producers without the setting,
+		// or from before it, put there.
+		w.queues[q] = weight
 	}
 	if cfg.SchedulerInterval == 0 {
 		w.cfg.SchedulerInterval = time.Second

@@ -181,6 +181,7 @@ func TestServeUsageErrors(t *testing.T) {
 		{"negative connection cap", []string{"serve", "--max-conns-per-ip", "-1"}, "must not be negative"},
 		{"bad egress IP", []string{"serve", "--egress-ip", "nope"}, "--egress-ip"},
 		{"no-auth with keys", []string{"serve", "--no-auth", "--api-keys", "alice:0123456789abcdef"}, "choose one"},
+		{"negative queue shards", []string{"serve", "--queue-shards", "-2"}, "--queue-shards: tasks: queue shards -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -332,6 +332,9 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if _, err := f.auditEgressIP(); err != nil {
 		return exitUsage, err
 	}
+	if _, err := tasks.ShardQueues(tasks.QueueDefault, f.queueShards); err != nil {
+		return exitUsage, usagef("--queue-shards: %v", err)
+	}
 	if f.callbackSecret == "" {
 		return exitUsage, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
 	}

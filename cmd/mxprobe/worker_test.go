@@ -132,6 +132,8 @@ func TestWorkerUsageErrors(t *testing.T) {
 		{"enqueue negative deadline", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--deadline", "-1s", "a@b.example"}, "--deadline must not be negative"},
 		{"bad egress IP", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--callback-secret", "x", "--egress-ip", "nope"}, "--egress-ip"},
 		{"bad log format", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--log-format", "xml"}, "log-format"},
+		{"zero queue shards", []string{"worker", "--redis-url", "redis://127.0.0.1:1", "--callback-secret", "x", "--queue-shards", "0"}, "--queue-shards: tasks: queue shards 0: want 1 to 64"},
+		{"enqueue too many queue shards", []string{"enqueue", "--redis-url", "redis://127.0.0.1:1", "--queue-shards", "65", "a@b.example"}, "--queue-shards: tasks: queue shards 65"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
