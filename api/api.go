@@ -151,14 +151,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("api: negative limits in Config")
 	}
 	s := &Server{
-		cfg:    cfg,
-		rdb:    cfg.Redis,
+		cfg: cfg,
+		rdb: cfg.Redis,
 		client: tasks.NewClient(cfg.Redis, tasks.WithRetention(cfg.Retention), tasks.WithCallbackCheck(cfg.CheckCallbackURL),
 			tasks.WithShards(cfg.QueueShards)),
-		insp:   asynq.NewInspectorFromRedisClient(cfg.Redis),
-		log:    cfg.Logger,
-		reg:    cfg.Registry,
-		now:    time.Now,
+		insp: asynq.NewInspectorFromRedisClient(cfg.Redis),
+		log:  cfg.Logger,
+		reg:  cfg.Registry,
+		now:  time.Now,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
