@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/testenv/redistest"
@@ -224,4 +225,36 @@ func findSesKey(t *testing.T, c *redis.Client, mx string) string {
 	}
 	t.Fatalf("several session keys for %s: %v", mx, keys)
 	return ""
+}
+
+// The embedded in-process Redis (miniredis, what serve runs without
+// --redis-url) cannot run INFO inside a script: the limiter works there
+// without a fence, and its keeper's passes succeed.
+func TestEmbeddedRedisWithoutReplicationID(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	l, err := ratelimit.New(rdb, ratelimit.Config{Default: ratelimit.Limit{Rate: 1000, Per: time.Second, Burst: 100, Sessions: 1},
+		LeaseKeepEvery: 10 * time.Millisecond, FailoverSettle: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passes := make(chan error, 1)
+	ratelimit.OnKeep(l, func(_ int, err error) {
+		select {
+		case passes <- err:
+		default:
+		}
+	})
+	req := ratelimit.Request{Egress: "192.0.2.1", MXHost: "mx.example.com"}
+	le := acquire(t, l, req)
+	deny(t, l, req, ratelimit.ReasonSessions)
+	if err := <-passes; err != nil {
+		t.Fatalf("keeper pass on the embedded Redis: %v", err)
+	}
+	if err := le.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, l, req)
 }

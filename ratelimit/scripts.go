@@ -17,10 +17,14 @@ import "github.com/redis/go-redis/v9"
 // restarted) since: writes the old master took just before may not have
 // reached it, leases among them, so for settle µs no new session is
 // admitted while holders put their leases back (keepScript). A missing
-// fence (first use, or expired) starts none. It sets the local "settling".
+// fence (first use, or expired) starts none. A server whose scripts cannot
+// run INFO (the embedded in-process Redis) has no replication id and never
+// settles. It sets the local "settling".
 // Needs now, s() and the fence key in fenceKey, settle in settleUS.
 const fenceLua = `
-local rid_ = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local info_ = redis.pcall('INFO', 'replication')
+local rid_ = ''
+if type(info_) == 'string' then rid_ = string.match(info_, 'master_replid:(%w+)') or '' end
 local f_ = redis.call('HMGET', fenceKey, 'id', 'until')
 local settling = tonumber(f_[2] or '0')
 if f_[1] ~= rid_ then

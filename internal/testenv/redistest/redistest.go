@@ -162,6 +162,9 @@ type Server struct {
 	port  int
 	dir   string
 	extra []string // more redis-server arguments
+	// sentinelConf, when set, runs this server as a Sentinel with that
+	// configuration file.
+	sentinelConf string
 
 	logMu   sync.Mutex
 	waiters []logWaiter
@@ -327,16 +330,25 @@ func freePort() (int, error) {
 // launch runs redis-server in the foreground, logging to stdout, and waits
 // for its "ready to accept connections" line instead of polling with PING.
 func (s *Server) launch() error {
-	cmd := exec.Command("redis-server",
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--logfile", "",
 		"--loglevel", "notice",
-	)
+	}
+	readyLine := "ready to accept connections"
+	if s.sentinelConf != "" {
+		// A sentinel reads (and rewrites) a configuration file, named
+		// first, and logs no "ready" line: it is serving once it
+		// monitors its master.
+		args = append([]string{s.sentinelConf, "--sentinel"}, args...)
+		readyLine = "+monitor master"
+	} else {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Args = append(cmd.Args, s.extra...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -362,7 +374,7 @@ func (s *Server) launch() error {
 				logTail = logTail[1:]
 			}
 			logMu.Unlock()
-			if !signalled && strings.Contains(strings.ToLower(line), "ready to accept connections") {
+			if !signalled && strings.Contains(strings.ToLower(line), readyLine) {
 				signalled = true
 				close(ready)
 			}
