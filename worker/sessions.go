@@ -32,9 +32,12 @@ package worker
 // know; the worker resolves it (cached) before grouping, so an MX change
 // mid-flight never sends an address to the wrong host.
 //
-// Failure: the waiting worker keeps its task. If the holder dies, or its
-// Redis messages are lost, the waiter's attempt times out and the task
-// retries like any timed-out probe; nothing is lost, at worst probed twice.
+// Failure: the waiting worker keeps its task. An answer is published and
+// also kept in Redis, where the waiter looks every LookEvery; when Redis
+// refuses both (its master died), the holder keeps trying to store it for
+// a minute, so the waiter has it seconds after a failover. If the holder
+// dies, the waiter's attempt times out and the task retries like any
+// timed-out probe; nothing is lost, at worst probed twice.
 // A holder's advertisement is removed when its last session to the host
 // closes and expires with the session lease otherwise; a hand-off to a
 // holder that no longer listens reaches no subscriber and the waiter probes
@@ -52,6 +55,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/ratelimit"
@@ -570,12 +574,44 @@ func (s *Sessions) reply(ctx context.Context, j handoffJob, r handoffReply) {
 		// subscriber reconnects (a failover): the answer is also kept,
 		// briefly, where the waiter looks when it has waited a while.
 		if err := s.rdb.Set(ctx, s.replyKey(r.ID), msg, time.Minute).Err(); err != nil {
-			s.log.Debug("keeping a hand-off answer", "mx_host", j.Host, "err", err)
+			// Redis is away (a master died): the message below is lost
+			// too, and without the kept answer the waiter would wait out
+			// its whole attempt and retry as if the server had timed
+			// out. Keep trying while the waiter still looks.
+			s.log.Debug("keeping a hand-off answer; will retry", "mx_host", j.Host, "err", err)
+			s.bg.Go(func() { s.keepReply(j, r.ID, msg) })
 		}
 	}
 	if _, err := s.publish(ctx, s.channel(j.From), msg); err != nil {
 		s.log.Warn("answering a handed-off address", "mx_host", j.Host, "err", err)
 	}
+}
+
+// keepReplyFor bounds how long a holder keeps trying to store an answer
+// Redis refused: about as long as the answer is kept once stored.
+const keepReplyFor = time.Minute
+
+// keepReply retries storing a hand-off answer (exponential from 100 ms to
+// 2 s, jittered) until it is stored, keepReplyFor has passed or the
+// process shuts down, then publishes it once more for a waiter that is
+// still subscribed.
+func (s *Sessions) keepReply(j handoffJob, id string, msg []byte) {
+	ctx := s.lifetime()
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 2*time.Second, 0.5
+	b.MaxElapsedTime = keepReplyFor
+	err := backoff.Retry(func() error {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return s.rdb.Set(sctx, s.replyKey(id), msg, time.Minute).Err()
+	}, backoff.WithContext(b, ctx))
+	if err != nil {
+		s.log.Warn("hand-off answer not kept; its waiter retries when its attempt ends", "mx_host", j.Host, "err", err)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, _ = s.publish(pctx, s.channel(j.From), msg)
 }
 
 func (s *Sessions) replyKey(id string) string { return s.cfg.Prefix + "handoff:" + id }
