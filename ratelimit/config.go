@@ -118,8 +118,8 @@ type Config struct {
 
 	// FailoverSettle is how long a provider admits no new session after
 	// its keys are found on a different Redis master than the one that
-	// last wrote them (a Sentinel or Cluster failover, or a restart that
-	// kept the data, since Redis draws a new replication id at start):
+	// last wrote them and this master is the replica that was promoted
+	// (a Sentinel or Cluster failover; not a restart):
 	// leases written to the old master just before may be lost, and their
 	// holders' keepers put them back meanwhile (see LeaseKeepEvery).
 	// Default 6 s.

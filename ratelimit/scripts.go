@@ -23,12 +23,18 @@ import "github.com/redis/go-redis/v9"
 // Needs now, s() and the fence key in fenceKey, settle in settleUS.
 const fenceLua = `
 local info_ = redis.pcall('INFO', 'replication')
-local rid_ = ''
-if type(info_) == 'string' then rid_ = string.match(info_, 'master_replid:(%w+)') or '' end
+local rid_, rid2_ = '', ''
+if type(info_) == 'string' then
+  rid_ = string.match(info_, 'master_replid:(%w+)') or ''
+  rid2_ = string.match(info_, 'master_replid2:(%w+)') or ''
+end
 local f_ = redis.call('HMGET', fenceKey, 'id', 'until')
 local settling = tonumber(f_[2] or '0')
 if f_[1] ~= rid_ then
-  if f_[1] then settling = now + settleUS end
+  -- Only a promoted replica keeps its old master's id as master_replid2:
+  -- a restart (which draws a new id too) kept or lost the leases with the
+  -- rest of the data, and settling would only delay.
+  if f_[1] and f_[1] == rid2_ then settling = now + settleUS end
   redis.call('HSET', fenceKey, 'id', rid_, 'until', s(settling))
   redis.call('PEXPIRE', fenceKey, 604800000)
 elseif redis.call('PTTL', fenceKey) < 302400000 then
