@@ -173,6 +173,81 @@ func TestRedisRestartedMidRunLosesNothing(t *testing.T) {
 	}
 }
 
+// TestProbeEndingDuringOutageStoresItsVerdict: two probes end while Redis
+// is down, so their verdicts cannot be stored. Each handler keeps trying
+// and stores its verdict once Redis is back, in the same attempt: the task
+// is never retried and finishes long before asynq's lease on it could have
+// expired (without the retry it would stay active until asynq's recoverer
+// found the lease expired, a minute or more later, and run it again).
+func TestProbeEndingDuringOutageStoresItsVerdict(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	arrived := make(chan string, 100)
+	f := newFaultWorld(t, redistest.StartServerAOF(t), smtptest.Options{
+		RcptFunc: func(to string) *smtp.SMTPError {
+			arrived <- to
+			<-release
+			return nil
+		},
+	})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	f.startWorker(t, func(c *worker.Config, _ *validator.Config) { c.Concurrency = 2 })
+	ids := map[string]bool{}
+	for i := range 2 {
+		ids[f.enqueue(t, fmt.Sprintf("inflight%d@example.test", i), "")] = true
+	}
+	for range 2 {
+		if to := <-arrived; !strings.HasPrefix(to, "inflight") {
+			t.Fatalf("first RCPT to %s, want an address under test", to)
+		}
+	} // both tasks are inside their probe
+
+	failed := make(chan string, 100)
+	stop := worker.OnStoreFinal(func(id string, err error) {
+		if ids[id] && err != nil {
+			failed <- id
+		}
+	})
+	defer stop()
+	f.redis.Kill(t)
+	killed := time.Now()
+	releaseOnce.Do(func() { close(release) })
+	for seen := map[string]bool{}; len(seen) < len(ids); {
+		select {
+		case id := <-failed:
+			seen[id] = true
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of %d verdicts met the outage", len(seen), len(ids))
+		}
+	}
+	f.redis.Restart(t)
+
+	for id := range ids {
+		if st := f.wait(t, id); st.Result.Verdict != tasks.VerdictValid || !st.Result.Final {
+			t.Errorf("%s: %+v, want final valid", id, st.Result)
+		}
+	}
+	// Each address was probed once: no attempt ran again for want of
+	// storing the first one's verdict.
+	probed := map[string]int{}
+	for len(arrived) > 0 {
+		if to := <-arrived; strings.HasPrefix(to, "inflight") {
+			probed[to]++
+		}
+	}
+	for i := range 2 {
+		// The two read before the kill are not in arrived any more.
+		if a := fmt.Sprintf("inflight%d@example.test", i); probed[a] != 0 {
+			t.Errorf("%s probed %d more times after the outage, want its first verdict kept", a, probed[a])
+		}
+	}
+	// asynq's lease on a task is 30 s, not extended while Redis is away.
+	if took := time.Since(killed); took > 30*time.Second {
+		t.Errorf("verdicts stored %v after the kill, past the task lease", took)
+	}
+}
+
 // TestSlowCallbackReceiverRetriedThenDelivered: the receiver takes longer
 // than the delivery timeout once. The attempt is abandoned and retried; the
 // result arrives later, and exactly once with a 2xx.

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/tasks"
@@ -215,6 +217,34 @@ func storeFinal(ctx context.Context, rdb redis.UniversalClient, task taskResult)
 	}
 	return nil
 }
+
+// storeFinalFor bounds how long a decided verdict waits for Redis to take
+// it: well inside asynq's task lease (30 s), which the heartbeater stops
+// extending while Redis is away.
+const storeFinalFor = 15 * time.Second
+
+// storeFinalRetrying is storeFinal retried (exponential from 100 ms to 2 s,
+// jittered) for storeFinalFor or until ctx ends. A handler that ends during
+// or just after a Redis outage would otherwise return an error asynq cannot
+// record either: its own retry of that write runs under a context already
+// cancelled, so the task would stay active until the recoverer finds its
+// lease expired, a minute or two later. Just after Redis comes back, the
+// client also answers with the last dial error for up to a second.
+func storeFinalRetrying(ctx context.Context, rdb redis.UniversalClient, task taskResult) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 100*time.Millisecond, 2*time.Second, 0.5
+	b.MaxElapsedTime = storeFinalFor
+	return backoff.Retry(func() error {
+		err := storeFinal(ctx, rdb, task)
+		if h := onStoreFinal.Load(); h != nil {
+			(*h)(task.id, err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+}
+
+// onStoreFinal, when set (by tests), sees each attempt of storeFinalRetrying.
+var onStoreFinal atomic.Pointer[func(taskID string, err error)]
 
 // execAndAnnounce runs pipe and publishes id on tasks.DoneChannel after its
 // writes, so a woken Wait finds the result. On one Redis the PUBLISH ends

@@ -639,7 +639,7 @@ func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.Valid
 	if !stored && t.ResultWriter() != nil {
 		queue, _ := asynq.GetQueueName(ctx)
 		id, _ := asynq.GetTaskID(ctx)
-		if err := storeFinal(ctx, w.rdb, taskResult{key: asynqTaskKey(queue, id), id: id, data: b}); err != nil {
+		if err := storeFinalRetrying(ctx, w.rdb, taskResult{key: asynqTaskKey(queue, id), id: id, data: b}); err != nil {
 			// The verdict is decided; only storing it waits for Redis.
 			return &InfraError{Err: fmt.Errorf("storing result: %w", err)}
 		}
