@@ -27,9 +27,9 @@ import (
 // 3 sentinels); mid-run the master fails over, gracefully (SENTINEL
 // FAILOVER: for a moment two masters take writes, and leases written to
 // the old one vanish with its demotion) or by a kill. Every address ends
-// valid and none waits on the greylisting schedule (an hour here). The
-// sessions seen at once per provider are logged, not asserted: the cap
-// across this failover is still open (docs/reliability.md).
+// valid, none waits on the greylisting schedule (an hour here), and no
+// provider sees more than 2 sessions at once (docs/reliability.md, "Redis
+// failover and the session cap").
 func TestSentinelFailoverMidRun(t *testing.T) {
 	t.Parallel()
 	for _, kill := range []bool{false, true} {
@@ -103,11 +103,13 @@ func TestSentinelFailoverMidRun(t *testing.T) {
 			var wg sync.WaitGroup
 			for _, id := range ids {
 				wg.Go(func() {
-					// A task whose handler ended while the master was dead
-					// stays active until asynq's lease recovery retries it,
-					// up to about two minutes (docs/reliability.md, "Limit
-					// (asynq v0.26)").
-					wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+					// A task whose completion was lost (written to the old
+					// master as it was demoted, or not written while the
+					// master was dead) stays active until asynq's lease
+					// recovery retries it, up to about two minutes
+					// (docs/reliability.md, "Limit (asynq v0.26)"), and
+					// then runs again.
+					wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 					defer cancel()
 					var st tasks.Status
 					var err error
@@ -137,11 +139,8 @@ func TestSentinelFailoverMidRun(t *testing.T) {
 				t.Errorf("%d of %d addresses not final valid within one retry:\n%s", len(wrong), len(ids), strings.Join(wrong[:min(len(wrong), 10)], "\n"))
 			}
 			for p, s := range servers {
-				// Known and open (docs/reliability.md, "Sentinel failover
-				// mid-run"): the cap has been seen exceeded here after a
-				// kill and, on a loaded machine, after a graceful failover.
 				if n := s.MaxLiveConns(); n > limit.Sessions {
-					t.Logf("%s: provider p%d saw %d sessions at once; the limit is %d", name, p, n, limit.Sessions)
+					t.Errorf("%s: provider p%d saw %d sessions at once; the limit is %d", name, p, n, limit.Sessions)
 				}
 			}
 		})

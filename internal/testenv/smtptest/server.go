@@ -163,7 +163,8 @@ func (s *Server) Conns() int {
 	return s.conns
 }
 
-// MaxLiveConns is the most TCP connections that were open at once.
+// MaxLiveConns is the most sessions that were open at once: each from its
+// accept until the client's QUIT or end of stream (or the server's close).
 func (s *Server) MaxLiveConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,16 +265,29 @@ type wireConn struct {
 
 // Close counts the connection as no longer open, once.
 func (c *wireConn) Close() error {
+	c.ended()
+	return c.Conn.Close()
+}
+
+// ended counts the session as no longer open, once: when the client's QUIT
+// or end of stream arrives, or the server closes. Not when the server gets
+// round to closing after a QUIT: with ReplyDelay that is a delay later, and
+// a client that does not wait for the 221 (ours does not) has by then
+// ended the session and may have opened the next one, which would count
+// as one session more at once than the client ever held.
+func (c *wireConn) ended() {
 	c.closeOnce.Do(func() {
 		c.s.mu.Lock()
 		c.s.live--
 		c.s.mu.Unlock()
 	})
-	return c.Conn.Close()
 }
 
 func (c *wireConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.ended()
+	}
 	if n > 0 {
 		c.mu.Lock()
 		c.owed = true
@@ -337,6 +351,7 @@ func (c *wireConn) scan(b []byte) {
 		c.s.mu.Unlock()
 		switch verb {
 		case "QUIT":
+			c.ended()
 			select {
 			case c.s.QuitReceived <- struct{}{}:
 			default:
