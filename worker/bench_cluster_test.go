@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,11 +103,35 @@ func mastersMemory(b *testing.B, c *redistest.Cluster) []int64 {
 	return out
 }
 
+// mastersCommands is each master's total_commands_processed.
+func mastersCommands(b *testing.B, c *redistest.Cluster) []int64 {
+	b.Helper()
+	var out []int64
+	for _, m := range c.Masters {
+		info := m.Client(b).Info(context.Background(), "stats").Val()
+		n := int64(-1)
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
+				var err error
+				if n, err = strconv.ParseInt(v, 10, 64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if n < 0 {
+			b.Fatal("INFO stats has no total_commands_processed")
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // BenchmarkClusterDrain drains -clusterbench.drain addresses at 20 domains
 // of one loopback SMTP server (limits out of the way) with three workers
 // of 16 slots each, on one Redis, on a 3-master Cluster with the queue
 // unsharded, and on the Cluster with 3 shards, and reports validations per
-// second from the first enqueue to the last final result. Every Redis
+// second from the first enqueue to the last final result and, on the
+// Cluster, the busiest master's share of the commands processed. Every Redis
 // node, worker and server shares this machine's cores.
 //
 //	go test -run '^$' -bench ClusterDrain -benchtime 1x -count 3 -v ./worker/
@@ -121,8 +147,9 @@ func BenchmarkClusterDrain(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var rdb redis.UniversalClient
+			var c *redistest.Cluster
 			if bc.cluster {
-				c := redistest.StartClusterN(b, 3, 5*time.Second)
+				c = redistest.StartClusterN(b, 3, 5*time.Second)
 				cc := redisconn.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 				b.Cleanup(func() { _ = cc.Close() })
 				rdb = cc
@@ -148,10 +175,14 @@ func BenchmarkClusterDrain(b *testing.B) {
 			client := tasks.NewClient(rdb, tasks.WithShards(bc.shards))
 			b.Cleanup(func() { _ = client.Close() })
 			ctx := context.Background()
-			var rates []float64
+			var rates, cmdShare []float64
 			b.ResetTimer()
 			for run := range b.N {
 				n := *clusterDrainTasks
+				var cmdsBefore []int64
+				if c != nil {
+					cmdsBefore = mastersCommands(b, c)
+				}
 				start := time.Now()
 				ids := make([]string, 0, n)
 				for i := range n {
@@ -181,9 +212,23 @@ func BenchmarkClusterDrain(b *testing.B) {
 					b.Fatalf("%d of %d results not valid", wrong, n)
 				}
 				rates = append(rates, float64(n)/time.Since(start).Seconds())
+				if c != nil {
+					after := mastersCommands(b, c)
+					var done []float64
+					total := 0.0
+					for i := range after {
+						done = append(done, float64(after[i]-cmdsBefore[i]))
+						total += done[i]
+					}
+					cmdShare = append(cmdShare, slices.Max(done)/total)
+					b.Logf("%s: commands per master %v", bc.name, done)
+				}
 			}
 			b.StopTimer()
 			b.ReportMetric(median(rates), "validations/s")
+			if c != nil {
+				b.ReportMetric(median(cmdShare), "busiest-master-cmd-share")
+			}
 		})
 	}
 }
