@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/tasks"
 )
 
@@ -35,8 +37,14 @@ type Config struct {
 	// MaxWait caps the wait parameter of POST /v1/validations (default 30 s).
 	MaxWait time.Duration
 	// ValidateWait is how long POST /validate waits for a verdict before
-	// answering with a provisional one (default 5 s).
-	ValidateWait time.Duration
+	// answering with a provisional one, the sign-up form's time budget
+	// (default 3 s); a request may ask for another with ?wait= up to
+	// ValidateMaxWait (default 10 s).
+	ValidateWait    time.Duration
+	ValidateMaxWait time.Duration
+	// SignupPolicy decides which addresses that receive mail /validate
+	// and the decision field still reject (default: disposable ones).
+	SignupPolicy *signup.Policy
 	// MaxBatchRows caps the rows of one batch (default 10,000);
 	// MaxBatchBytes its body (default 8 MiB).
 	MaxBatchRows  int
@@ -117,7 +125,17 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxWait = 30 * time.Second
 	}
 	if cfg.ValidateWait == 0 {
-		cfg.ValidateWait = 5 * time.Second
+		cfg.ValidateWait = 3 * time.Second
+	}
+	if cfg.ValidateMaxWait == 0 {
+		cfg.ValidateMaxWait = max(10*time.Second, cfg.ValidateWait)
+	}
+	if cfg.ValidateWait > cfg.ValidateMaxWait {
+		return nil, fmt.Errorf("api: ValidateWait %s is above ValidateMaxWait %s", cfg.ValidateWait, cfg.ValidateMaxWait)
+	}
+	if cfg.SignupPolicy == nil {
+		p := signup.DefaultPolicy()
+		cfg.SignupPolicy = &p
 	}
 	if cfg.MaxBatchRows == 0 {
 		cfg.MaxBatchRows = 10_000
@@ -146,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "mxprobe:api:"
 	}
-	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 ||
+	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.ValidateMaxWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 ||
 		cfg.BodyTimeout < 0 || cfg.BatchBodyTimeout < 0 {
 		return nil, errors.New("api: negative limits in Config")
 	}

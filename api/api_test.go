@@ -390,6 +390,82 @@ func TestSignUpFormPattern(t *testing.T) {
 	}
 }
 
+// TestSignUpDecisions: /validate answers a decision a form can follow
+// without turning anyone away on our uncertainty (docs/signup.md).
+func TestSignUpDecisions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{
+		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil}, RcptDefault: notFound,
+	}, cfg: func(c *api.Config) { c.ValidateWait = 20 * time.Second; c.ValidateMaxWait = 30 * time.Second }})
+	idle := setup(t, opts{}) // no worker: every check is still running when the budget ends
+	type form struct {
+		Result         bool   `json:"result"`
+		Verdict        string `json:"verdict"`
+		Final          bool   `json:"final"`
+		StatusURL      string `json:"status_url"`
+		Decision       string `json:"decision"`
+		DecisionReason string `json:"decision_reason"`
+		Message        string `json:"message"`
+		DidYouMean     string `json:"did_you_mean"`
+	}
+	tests := []struct {
+		name         string
+		b            *bundle
+		path, email  string
+		want         string
+		wantResult   bool
+		wantFinal    bool
+		wantReason   string
+		wantSuggests string
+	}{
+		{"valid", b, "/validate", "alice@example.test", "accept", true, true, "mailbox_exists", ""},
+		{"unknown mailbox", b, "/validate", "bob@example.test", "reject", false, true, "mailbox_not_found", ""},
+		{"bad syntax", b, "/validate", "bob@@example.test", "reject", false, true, "bad_syntax", ""},
+		{"typo without a dot", b, "/validate", "bob@gmailcom", "suggest", true, true, "domain_not_found", "bob@gmail.com"},
+		{"typo, check still running", idle, "/validate?wait=0.2", "bob@gmial.com", "suggest", true, false, "typo", "bob@gmail.com"},
+		{"budget ends first", idle, "/validate?wait=200ms", "carol@example.test", "accept", true, false, "pending", ""},
+		{"no budget answers at once", idle, "/validate?wait=0", "dave@example.test", "accept", true, false, "pending", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, body := tt.b.do(t, "POST", tt.path, keyA, "", `{"email":`+strconvQuote(tt.email)+`}`)
+			f := mustJSON[form](t, body)
+			if resp.StatusCode != 200 || f.Decision != tt.want || f.Result != tt.wantResult || f.Final != tt.wantFinal ||
+				f.DecisionReason != tt.wantReason || f.DidYouMean != tt.wantSuggests {
+				t.Errorf("got %d %s, want %s (%s) result %v final %v did_you_mean %q", resp.StatusCode, body, tt.want, tt.wantReason, tt.wantResult, tt.wantFinal, tt.wantSuggests)
+			}
+			if (f.Decision != "accept") != (f.Message != "") {
+				t.Errorf("message %q with decision %s", f.Message, f.Decision)
+			}
+			if !f.Final && tt.wantReason != "bad_syntax" && f.StatusURL == "" {
+				t.Errorf("no status_url for a check still running: %s", body)
+			}
+		})
+	}
+	t.Run("bad wait", func(t *testing.T) {
+		t.Parallel()
+		resp, body := idle.do(t, "POST", "/validate?wait=soon", keyA, "", `{"email":"a@example.test"}`)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "wait") {
+			t.Errorf("wait=soon: %d %s, want 400 naming wait", resp.StatusCode, body)
+		}
+	})
+	t.Run("the status URL carries the decision too", func(t *testing.T) {
+		t.Parallel()
+		_, body := b.do(t, "POST", "/validate", keyA, "", `{"email":"bob@example.test"}`)
+		f := mustJSON[form](t, body)
+		_, body = b.do(t, "GET", f.StatusURL, keyA, "", nil)
+		type status struct {
+			Decision       string `json:"decision"`
+			DecisionReason string `json:"decision_reason"`
+			Message        string `json:"message"`
+		}
+		if g := mustJSON[status](t, body); g.Decision != "reject" || g.DecisionReason != "mailbox_not_found" || g.Message == "" {
+			t.Errorf("GET %s: %s, want the reject decision", f.StatusURL, body)
+		}
+	})
+}
+
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
 type batchAccepted struct {

@@ -36,13 +36,13 @@ func (s *Server) bodyTimeout(r *http.Request) time.Duration {
 // writeTimeout is how long, from the start of a request, its answer may
 // take: the body, then the longest wait the route allows, then writing.
 func (s *Server) writeTimeout(r *http.Request) time.Duration {
-	return s.bodyTimeout(r) + max(s.cfg.MaxWait, s.cfg.ValidateWait) + writeMargin
+	return s.bodyTimeout(r) + max(s.cfg.MaxWait, s.cfg.ValidateMaxWait) + writeMargin
 }
 
 // WriteTimeout is the longest answer time any route needs; a server's
 // WriteTimeout set to it only backs up the per-request deadlines.
 func (s *Server) WriteTimeout() time.Duration {
-	return max(s.cfg.BodyTimeout, s.cfg.BatchBodyTimeout) + max(s.cfg.MaxWait, s.cfg.ValidateWait) + writeMargin
+	return max(s.cfg.BodyTimeout, s.cfg.BatchBodyTimeout) + max(s.cfg.MaxWait, s.cfg.ValidateMaxWait) + writeMargin
 }
 
 // withDeadlines bounds every request's body read and answer on the

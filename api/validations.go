@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/tasks"
 )
 
@@ -84,6 +85,9 @@ type validationResponse struct {
 	State     string        `json:"state"`
 	Final     bool          `json:"final"`
 	Result    *tasks.Result `json:"result,omitempty"`
+	// The sign-up decision for the address (decision, decision_reason,
+	// message, did_you_mean): docs/signup.md.
+	*signup.Answer
 	// Callback says whether the result reached the callback URL; state
 	// failed means the worker gave up on it (GET only).
 	Callback *tasks.CallbackStatus `json:"callback,omitempty"`
@@ -173,6 +177,7 @@ func (s *Server) postValidation(w http.ResponseWriter, r *http.Request) {
 			resp.State, resp.Result, resp.Final = st.State, st.Result, st.Done()
 		}
 	}
+	resp.Answer = s.decide(body.Address, resp.Result, resp.Final)
 	w.Header().Set("Location", resp.StatusURL)
 	status := http.StatusAccepted
 	if resp.Final {
@@ -210,7 +215,26 @@ func (s *Server) getValidation(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, validationResponse{ID: id, StatusURL: statusURL(id), State: st.State, Final: st.Done(), Result: st.Result, Callback: st.Callback})
+	typed := ""
+	if st.Result != nil {
+		typed = st.Result.Input
+	}
+	writeJSON(w, http.StatusOK, validationResponse{ID: id, StatusURL: statusURL(id), State: st.State, Final: st.Done(), Result: st.Result, Callback: st.Callback,
+		Answer: s.decide(typed, st.Result, st.Done())})
+}
+
+// decide is the sign-up decision for an address as typed and its latest
+// result (nil while none), under the server's policy.
+func (s *Server) decide(typed string, r *tasks.Result, final bool) *signup.Answer {
+	var c *tasks.Check
+	if r != nil {
+		c = &r.Check
+		if typed == "" {
+			typed = r.Input
+		}
+	}
+	a := signup.Decide(typed, c, final, *s.cfg.SignupPolicy)
+	return &a
 }
 
 // validateRequest is the sign-up form body of POST /validate.
@@ -218,9 +242,11 @@ type validateRequest struct {
 	Email string `json:"email"`
 }
 
-// validateResponse answers the sign-up form: Result is true only for a
-// valid verdict; a form that also wants to let risky or unknown addresses
-// through reads Verdict.
+// validateResponse answers the sign-up form. Decision is what to do
+// (accept, reject, suggest; docs/signup.md); Result is false only for
+// reject, so a form that tests data.result turns no one away on our
+// uncertainty. Final false means the check was still running when the
+// time budget ended: the verdict reaches the callback and StatusURL.
 type validateResponse struct {
 	Result  bool   `json:"result"`
 	Verdict string `json:"verdict"`
@@ -228,14 +254,26 @@ type validateResponse struct {
 	Email   string `json:"email"`
 	ID      string `json:"id,omitempty"`
 	Final   bool   `json:"final"`
+	// StatusURL reads the validation later (with a secret key).
+	StatusURL string `json:"status_url,omitempty"`
+	signup.Answer
 }
 
 // postValidate serves the common sign-up pattern
 // fetch('/validate', {method:'POST', body: JSON.stringify({email})}) → data.result.
 // Such code often sends no Content-Type (fetch then says text/plain), so
 // any type is read as JSON here. A syntactically bad address is an answer
-// (result false, invalid, bad_syntax), not an error: the form shows it.
+// (reject, bad_syntax), not an error: the form shows it. ?wait= sets the
+// time budget, up to Config.ValidateMaxWait.
 func (s *Server) postValidate(w http.ResponseWriter, r *http.Request) {
+	budget := s.cfg.ValidateWait
+	if q := r.URL.Query().Get("wait"); q != "" {
+		var err error
+		if budget, err = parseWait(q, s.cfg.ValidateMaxWait); err != nil {
+			writeFieldError(w, http.StatusBadRequest, codeInvalidField, "wait", "wait: "+err.Error())
+			return
+		}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	var body validateRequest
 	if !decodeJSON(w, r, &body) {
@@ -247,6 +285,8 @@ func (s *Server) postValidate(w http.ResponseWriter, r *http.Request) {
 		var re *tasks.RequestError
 		if errors.As(err, &re) && re.Field == "address" {
 			resp.Verdict, resp.Reason, resp.Final = tasks.VerdictInvalid, "bad_syntax", true
+			resp.Answer = signup.Decide(body.Email, &tasks.Check{Verdict: resp.Verdict, Reason: resp.Reason}, true, *s.cfg.SignupPolicy)
+			resp.Result = resp.Decision != signup.Reject
 			writeJSON(w, http.StatusOK, resp)
 			return
 		}
@@ -254,14 +294,18 @@ func (s *Server) postValidate(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w)
 		return
 	}
-	resp.ID = id
-	st, _ := s.wait(r.Context(), id, s.cfg.ValidateWait)
+	resp.ID, resp.StatusURL = id, statusURL(id)
+	var st tasks.Status
+	if budget > 0 {
+		st, _ = s.wait(r.Context(), id, budget)
+	}
 	if st.Result != nil {
 		resp.Verdict, resp.Reason, resp.Final = st.Result.Verdict, st.Result.Reason, st.Done()
 		if st.Result.Address != "" {
 			resp.Email = st.Result.Address
 		}
 	}
-	resp.Result = resp.Final && resp.Verdict == tasks.VerdictValid
+	resp.Answer = *s.decide(body.Email, st.Result, resp.Final)
+	resp.Result = resp.Decision != signup.Reject
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -48,7 +48,7 @@ type Answer struct {
 	// Reason is the machine reason: the verdict's reason, or one of
 	// "pending", "typo", "typo_squat", "disposable", "role_account",
 	// "free_provider".
-	Reason string `json:"reason"`
+	Reason string `json:"decision_reason"`
 	// Message is English text to show under the field; empty for accept.
 	Message string `json:"message,omitempty"`
 	// DidYouMean is the corrected address, when there is one.
