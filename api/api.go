@@ -45,6 +45,12 @@ type Config struct {
 	// SignupPolicy decides which addresses that receive mail /validate
 	// and the decision field still reject (default: disposable ones).
 	SignupPolicy *signup.Policy
+	// Publishable are the keys a browser may use for POST /validate from
+	// the origins listed (publishable.go); PublishableIPQuota bounds their
+	// requests per minute per client IP (0: DefaultPublishableIPQuota;
+	// negative: no limit).
+	Publishable        Publishable
+	PublishableIPQuota int
 	// MaxBatchRows caps the rows of one batch (default 10,000);
 	// MaxBatchBytes its body (default 8 MiB).
 	MaxBatchRows  int
@@ -132,6 +138,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ValidateWait > cfg.ValidateMaxWait {
 		return nil, fmt.Errorf("api: ValidateWait %s is above ValidateMaxWait %s", cfg.ValidateWait, cfg.ValidateMaxWait)
+	}
+	if err := checkPublishable(cfg.Publishable, cfg.Keys); err != nil {
+		return nil, err
+	}
+	if cfg.PublishableIPQuota == 0 {
+		cfg.PublishableIPQuota = DefaultPublishableIPQuota
 	}
 	if cfg.SignupPolicy == nil {
 		p := signup.DefaultPolicy()
@@ -221,7 +233,12 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/batches/{id}/results", true, true, s.getBatchResults},
 		{"GET", "/v1/providers", true, true, s.getProviders},
 		{"GET", "/v1/openapi.json", false, true, s.getOpenAPI},
-		{"POST", "/validate", true, true, s.postValidate},
+		// Secret keys as everywhere, or a publishable key from its origins.
+		{"POST", "/validate", false, true, s.signupAuth(http.HandlerFunc(s.postValidate)).ServeHTTP},
+		{"OPTIONS", "/validate", false, false, s.preflightValidate},
+		{"GET", "/form.js", false, false, s.getFormJS},
+		{"GET", "/signup-demo", false, false, s.getSignupDemo},
+		{"GET", "/form-demo.css", false, false, s.getFormDemoCSS},
 		{"GET", "/metrics", true, true, s.getMetrics},
 		{"GET", "/healthz", false, true, s.getHealthz},
 		{"GET", "/readyz", false, true, s.getReadyz},

@@ -21,6 +21,7 @@ import (
 	"github.com/mxprobe/mxprobe/api"
 	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/web"
 	"github.com/mxprobe/mxprobe/worker"
 )
@@ -40,6 +41,12 @@ type serveFlags struct {
 	quota           int
 	maxWait         time.Duration
 	validateWait    time.Duration
+	validateMaxWait time.Duration
+	rejectDispos    bool
+	rejectRole      bool
+	rejectFree      bool
+	publishable     string
+	pkIPQuota       int
 	batchMaxRows    int
 	retention       time.Duration
 	monitoringWrite bool
@@ -62,7 +69,13 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noAuth, "no-auth", false, "serve the API without keys (local demos only: anyone who can reach the port can use it)")
 	fs.IntVar(&f.quota, "quota", 600, "requests per minute per API key (0: unlimited)")
 	fs.DurationVar(&f.maxWait, "max-wait", 30*time.Second, "cap of the wait parameter of POST /v1/validations")
-	fs.DurationVar(&f.validateWait, "validate-wait", 5*time.Second, "how long POST /validate waits for a verdict")
+	fs.DurationVar(&f.validateWait, "validate-wait", 3*time.Second, "sign-up form's time budget: how long POST /validate waits for a verdict before it answers accept, final false")
+	fs.DurationVar(&f.validateMaxWait, "validate-max-wait", 10*time.Second, "cap of the wait parameter of POST /validate")
+	fs.BoolVar(&f.rejectDispos, "reject-disposable", true, "sign-up decision: reject disposable addresses")
+	fs.BoolVar(&f.rejectRole, "reject-role", false, "sign-up decision: reject role accounts (info@, sales@ …)")
+	fs.BoolVar(&f.rejectFree, "reject-free", false, "sign-up decision: reject free consumer providers (for B2B sign-ups)")
+	fs.StringVar(&f.publishable, "publishable-keys", "", "keys a browser may use for POST /validate, with their origins: id=https://shop.example[,origin…][;id=…]")
+	fs.IntVar(&f.pkIPQuota, "publishable-ip-quota", api.DefaultPublishableIPQuota, "requests per minute per client IP with publishable keys (-1: no limit)")
 	fs.IntVar(&f.batchMaxRows, "batch-max-rows", 10_000, "most rows in one batch")
 	fs.DurationVar(&f.retention, "retention", 24*time.Hour, "how long results and batches stay readable")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", api.DefaultBodyTimeout, "time a client has to send a request body (JSON routes)")
@@ -93,6 +106,16 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if f.authFailIP == 0 || f.authFailKey == 0 || f.authFailIP < -1 || f.authFailKey < -1 {
 		return exitUsage, usagef("--auth-failures-per-ip and --auth-failures-per-key: want a positive count, or -1 for no limit")
+	}
+	if f.validateWait < 0 || f.validateMaxWait <= 0 || f.validateWait > f.validateMaxWait {
+		return exitUsage, usagef("--validate-wait %s must be between 0 and --validate-max-wait %s (positive)", f.validateWait, f.validateMaxWait)
+	}
+	pubKeys, err := api.ParsePublishable(f.publishable)
+	if err != nil {
+		return exitUsage, usagef("--publishable-keys: %v", err)
+	}
+	if f.pkIPQuota == 0 || f.pkIPQuota < -1 {
+		return exitUsage, usagef("--publishable-ip-quota: want a positive count, or -1 for no limit")
 	}
 	if f.maxConns < 0 || f.maxConnsPerIP < 0 {
 		return exitUsage, usagef("--max-conns and --max-conns-per-ip must not be negative")
@@ -197,9 +220,11 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		a, err := api.New(api.Config{
 			Redis: rdb, Keys: keys, NoAuth: f.noAuth, Quota: f.quota,
-			MaxWait: f.maxWait, ValidateWait: f.validateWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
-			QueueShards: f.worker.queueShards,
-			BodyTimeout: f.bodyTimeout, BatchBodyTimeout: f.batchBodyTime,
+			MaxWait: f.maxWait, ValidateWait: f.validateWait, ValidateMaxWait: f.validateMaxWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
+			Publishable: pubKeys, PublishableIPQuota: f.pkIPQuota,
+			SignupPolicy: &signup.Policy{RejectDisposable: f.rejectDispos, RejectRole: f.rejectRole, RejectFree: f.rejectFree},
+			QueueShards:  f.worker.queueShards,
+			BodyTimeout:  f.bodyTimeout, BatchBodyTimeout: f.batchBodyTime,
 			AuthFailuresPerIP: f.authFailIP, AuthFailuresPerKey: f.authFailKey,
 			Limiter: limiter, Limits: lcfg, Static: static, MonitoringWrite: f.monitoringWrite,
 			Registry: reg, Logger: log,
