@@ -203,7 +203,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes() {
 		h := http.Handler(rt.handler)
-		if rt.auth && !cfg.NoAuth {
+		switch {
+		case rt.auth && rt.method == "POST" && rt.pattern == "/validate":
+			h = s.signupAuth(h)
+		case rt.auth && !cfg.NoAuth:
 			h = s.requireKey(h)
 		}
 		pattern := rt.pattern
@@ -233,8 +236,9 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/batches/{id}/results", true, true, s.getBatchResults},
 		{"GET", "/v1/providers", true, true, s.getProviders},
 		{"GET", "/v1/openapi.json", false, true, s.getOpenAPI},
-		// Secret keys as everywhere, or a publishable key from its origins.
-		{"POST", "/validate", false, true, s.signupAuth(http.HandlerFunc(s.postValidate)).ServeHTTP},
+		// Secret keys as everywhere, or a publishable key from its origins
+		// (signupAuth, in New).
+		{"POST", "/validate", true, true, s.postValidate},
 		{"OPTIONS", "/validate", false, false, s.preflightValidate},
 		{"GET", "/form.js", false, false, s.getFormJS},
 		{"GET", "/signup-demo", false, false, s.getSignupDemo},
