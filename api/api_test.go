@@ -607,7 +607,7 @@ func TestBatchProgressAndResults(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
 	wantPrefixes := []string{
-		"line,input,address,state,verdict,reason,mx_host,smtp_code,smtp_enhanced_code,smtp_text,task_id,error",
+		"line,input,address,state,verdict,reason,mx_host,smtp_code,smtp_enhanced_code,smtp_text,task_id,error,decision,did_you_mean",
 		"2,alice@example.test,alice@example.test,done,valid,mailbox_exists,mx.example.test,250,",
 		"3,bob@example.test,bob@example.test,done,invalid,mailbox_not_found,mx.example.test,550,5.1.1,No such user here,",
 		// Formula injection defused, row kept in place.
@@ -620,6 +620,12 @@ func TestBatchProgressAndResults(t *testing.T) {
 	for i, p := range wantPrefixes {
 		if !strings.HasPrefix(lines[i], p) {
 			t.Errorf("CSV line %d: %q, want prefix %q", i+1, lines[i], p)
+		}
+	}
+	// The sign-up decision closes each row (docs/signup.md).
+	for i, want := range []string{",accept,", ",reject,", ",reject,", ",accept,"} {
+		if !strings.HasSuffix(lines[i+1], want) {
+			t.Errorf("CSV line %d: %q, want it to end with the decision %q", i+2, lines[i+1], want)
 		}
 	}
 }

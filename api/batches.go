@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/internal/termsafe"
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/tasks"
 )
 
@@ -65,6 +66,9 @@ type rowResult struct {
 	SMTPEnhanced string `json:"smtp_enhanced_code,omitempty"`
 	SMTPText     string `json:"smtp_text,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// The sign-up decision (docs/signup.md), for final rows.
+	Decision   string `json:"decision,omitempty"`
+	DidYouMean string `json:"did_you_mean,omitempty"`
 }
 
 type parsedRow struct {
@@ -552,7 +556,7 @@ func (s *Server) refresh(ctx context.Context, key string, b *batchState, todo []
 			b.states[tid] = st.State
 			continue
 		}
-		rr := toRowResult(st)
+		rr := s.toRowResult(st)
 		b.results[tid] = rr
 		enc, _ := json.Marshal(rr)
 		newFinal[tid] = enc
@@ -567,13 +571,15 @@ func (s *Server) refresh(ctx context.Context, key string, b *batchState, todo []
 	return nil
 }
 
-func toRowResult(st tasks.Status) rowResult {
+func (s *Server) toRowResult(st tasks.Status) rowResult {
 	if st.Result == nil {
 		// Archived without a result: a task no worker could read.
-		return rowResult{Verdict: tasks.VerdictUnknown, Reason: "failed", Error: st.LastError}
+		return rowResult{Verdict: tasks.VerdictUnknown, Reason: "failed", Error: st.LastError, Decision: string(signup.Accept)}
 	}
 	res := st.Result
-	rr := rowResult{Address: res.Address, Verdict: res.Verdict, Reason: res.Reason, MXHost: res.MXHost, Error: res.Error}
+	a := s.decide(res.Input, res, true)
+	rr := rowResult{Address: res.Address, Verdict: res.Verdict, Reason: res.Reason, MXHost: res.MXHost, Error: res.Error,
+		Decision: string(a.Decision), DidYouMean: a.DidYouMean}
 	if res.SMTP != nil {
 		rr.SMTPCode, rr.SMTPEnhanced, rr.SMTPText = res.SMTP.Code, res.SMTP.Enhanced, res.SMTP.Text
 	}
@@ -643,7 +649,7 @@ type resultLine struct {
 	rowResult
 }
 
-var resultColumns = []string{"line", "input", "address", "state", "verdict", "reason", "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_text", "task_id", "error"}
+var resultColumns = []string{"line", "input", "address", "state", "verdict", "reason", "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_text", "task_id", "error", "decision", "did_you_mean"}
 
 func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	format := r.URL.Query().Get("format")
@@ -674,6 +680,8 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 			if sr.Field == "address" {
 				// The same verdict the validator gives bad syntax.
 				rl.Verdict, rl.Reason = tasks.VerdictInvalid, "bad_syntax"
+				a := signup.Decide(sr.Input, &tasks.Check{Verdict: rl.Verdict, Reason: rl.Reason}, true, *s.cfg.SignupPolicy)
+				rl.Decision, rl.DidYouMean = string(a.Decision), a.DidYouMean
 			}
 		default:
 			if rr, ok := b.results[sr.TaskID]; ok {
@@ -708,7 +716,7 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 			code = strconv.Itoa(l.SMTPCode)
 		}
 		_ = cw.Write([]string{strconv.Itoa(l.Line), csvCell(l.Input), csvCell(l.Address), l.State, l.Verdict, l.Reason,
-			csvCell(l.MXHost), code, l.SMTPEnhanced, csvCell(l.SMTPText), l.TaskID, csvCell(l.Error)})
+			csvCell(l.MXHost), code, l.SMTPEnhanced, csvCell(l.SMTPText), l.TaskID, csvCell(l.Error), l.Decision, csvCell(l.DidYouMean)})
 	}
 	cw.Flush()
 }
