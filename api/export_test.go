@@ -22,3 +22,6 @@ var OpenAPIDoc = openAPIDoc
 
 // SetClock pins the Server's clock (quota and failure windows).
 func (s *Server) SetClock(now func() time.Time) { s.now = now }
+
+// IPBucket is ipBucket, for tests.
+var IPBucket = ipBucket

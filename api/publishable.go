@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -138,10 +139,12 @@ func (s *Server) signupAuth(next http.Handler) http.Handler {
 		}
 		setCORS(w, origin)
 		setKeyID(r.Context(), id, false)
-		if !s.allow(w, r, id) {
+		// The IP's quota first: what it refuses must not use up the key's,
+		// or one host could switch the checks off for every visitor.
+		if !s.allowIP(w, r) {
 			return
 		}
-		if !s.allowIP(w, r) {
+		if !s.allow(w, r, id) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -156,7 +159,7 @@ func (s *Server) allowIP(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	now := s.now()
-	key := s.cfg.Prefix + "pkquota:ip:" + remoteIP(r) + ":" + strconv.FormatInt(now.Unix()/60, 10)
+	key := s.cfg.Prefix + "pkquota:ip:" + ipBucket(remoteIP(r)) + ":" + strconv.FormatInt(now.Unix()/60, 10)
 	pipe := s.rdb.TxPipeline()
 	incr := pipe.Incr(r.Context(), key)
 	pipe.Expire(r.Context(), key, 2*time.Minute)
@@ -184,4 +187,19 @@ func checkPublishable(p Publishable, k *KeySet) error {
 		}
 	}
 	return nil
+}
+
+// ipBucket is the client a per-IP quota counts: the address for IPv4, its
+// /64 for IPv6, where one host is usually given a whole /64 and could
+// otherwise change its address for each request.
+func ipBucket(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }

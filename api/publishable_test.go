@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -140,5 +141,66 @@ func TestFormScriptAndDemoPage(t *testing.T) {
 	}
 	if resp, _ := b.do(t, "GET", `/signup-demo?key="><script>alert(1)</script>`, "", "", nil); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("/signup-demo with markup in key: %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestIPBucket(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ in, want string }{
+		{"198.51.100.7", "198.51.100.7"},
+		{"2001:db8::1", "2001:db8::/64"},
+		{"2001:db8::a", "2001:db8::/64"},
+		{"2001:db8:0:1::1", "2001:db8:0:1::/64"},
+		{"::ffff:198.51.100.7", "::ffff:198.51.100.7"},
+		{"not an ip", "not an ip"},
+	} {
+		if got := api.IPBucket(tt.in); got != tt.want {
+			t.Errorf("ipBucket(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestPublishableIPQuotaSparesTheKey: what the per-IP quota refuses does
+// not count against the key, so one host cannot switch the checks off for
+// every other visitor of the page.
+func TestPublishableIPQuotaSparesTheKey(t *testing.T) {
+	t.Parallel()
+	const shop = "https://shop.example"
+	b := setup(t, opts{cfg: func(c *api.Config) {
+		c.Publishable = api.Publishable{"pk_shop": {shop}}
+		c.PublishableIPQuota = 3
+		c.Quota = 5
+		c.ValidateWait = time.Millisecond
+	}})
+	from := func(local string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	post := func(c *http.Client) int {
+		t.Helper()
+		r, _ := http.NewRequest("POST", b.srv.URL+"/validate", strings.NewReader(`{"email":"a@example.test"}`))
+		r.Header.Set("Authorization", "Bearer pk_shop")
+		r.Header.Set("Origin", shop)
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	greedy, other := from("127.0.0.1"), from("127.0.0.2")
+	var codes []int
+	for range 10 {
+		codes = append(codes, post(greedy))
+	}
+	if codes[2] != http.StatusOK || codes[3] != http.StatusTooManyRequests {
+		t.Fatalf("one IP over its quota of 3: %v", codes)
+	}
+	// The key has used 3 of its 5; the other visitor still gets 2.
+	if a, b := post(other), post(other); a != http.StatusOK || b != http.StatusOK {
+		t.Errorf("another IP after the greedy one: %d %d, want 200 200 (the key's quota spent by refused requests?)", a, b)
+	}
+	if c := post(other); c != http.StatusTooManyRequests {
+		t.Errorf("past the key's quota of 5: %d, want 429", c)
 	}
 }

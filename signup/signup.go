@@ -67,7 +67,7 @@ func Decide(typed string, c *tasks.Check, final bool, p Policy) Answer {
 		hasFix = false
 	}
 	if c == nil || !final {
-		if hasFix && s.Confidence == suggest.Sure {
+		if hasFix && s.Confidence == suggest.Sure && (c == nil || !c.Flags.Allowlisted) {
 			return Answer{Decision: Suggest, Reason: "typo", Message: didYouMean(fix), DidYouMean: fix}
 		}
 		if c != nil {
@@ -79,8 +79,12 @@ func Decide(typed string, c *tasks.Check, final bool, p Policy) Answer {
 		return Answer{Decision: Accept, Reason: "pending"}
 	}
 
+	if c.Verdict == tasks.VerdictInvalid && c.Reason == "denied" {
+		// The operator's deny list: no suggestion changes that.
+		return Answer{Decision: Reject, Reason: c.Reason, Message: invalidMessages[c.Reason]}
+	}
 	broken := c.Verdict == tasks.VerdictInvalid && domainBroken[c.Reason]
-	if hasFix && (s.Confidence == suggest.Sure || broken) {
+	if hasFix && !c.Flags.Allowlisted && (s.Confidence == suggest.Sure || broken) {
 		if receivesMail(c) && s.Confidence == suggest.Sure {
 			return Answer{Decision: Reject, Reason: "typo_squat",
 				Message:    "This looks like a mistyped " + s.Domain + " address. Did you mean " + fix + "?",
@@ -125,7 +129,7 @@ func receivesMail(c *tasks.Check) bool {
 // domainBroken are the invalid reasons that say the domain, not the
 // mailbox, cannot receive mail: there a slip is the likely cause.
 var domainBroken = map[string]bool{
-	"domain_not_found": true, "no_mx": true, "null_mx": true, "bad_syntax": true, "mx_ip_literal": true,
+	"domain_not_found": true, "no_mx": true, "null_mx": true, "bad_syntax": true,
 }
 
 // invalidMessages are the messages shown for an invalid verdict, by reason.
@@ -135,7 +139,6 @@ var invalidMessages = map[string]string{
 	"domain_not_found":  "This email domain does not exist. Please check it.",
 	"no_mx":             "This domain does not receive email. Please check it.",
 	"null_mx":           "This domain does not receive email. Please check it.",
-	"mx_ip_literal":     "This domain's mail setup is broken. Please use another address.",
 	"bad_syntax":        "This is not a valid email address.",
 	"denied":            "This email address is not accepted here. Please use another one.",
 }

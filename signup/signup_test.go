@@ -50,6 +50,12 @@ func TestDecide(t *testing.T) {
 		{"unsure slip, domain works", "bob@live.co", check("valid", "mailbox_exists", tasks.Flags{}), true, def, Accept, "mailbox_exists", ""},
 		{"unsure slip, mailbox refused", "bob@mex.com", check("invalid", "mailbox_not_found", tasks.Flags{}), true, def, Reject, "mailbox_not_found", ""},
 		{"typo of an unknown mailbox at a squat", "bob@gmial.com", check("invalid", "mailbox_not_found", tasks.Flags{}), true, def, Suggest, "mailbox_not_found", "bob@gmail.com"},
+		{"a big provider's other domain is no squat", "anna@hotmail.se", check("valid", "mailbox_exists", tasks.Flags{}), true, def, Accept, "mailbox_exists", ""},
+		{"nor is protonmail.ch", "anna@protonmail.ch", check("valid", "mailbox_exists", tasks.Flags{}), true, def, Accept, "mailbox_exists", ""},
+		{"a TLD slip that receives mail", "anna@gmail.co", check("risky", "catch_all", tasks.Flags{CatchAll: true}), true, def, Accept, "catch_all", ""},
+		{"a TLD slip that does not", "anna@gmail.co", check("invalid", "no_mx", tasks.Flags{}), true, def, Suggest, "no_mx", "anna@gmail.com"},
+		{"allow-listed squat-like domain", "anna@gmial.com", check("valid", "allowed", tasks.Flags{Allowlisted: true}), true, def, Accept, "allowed", ""},
+		{"deny-listed at a typo domain", "spam@gmial.com", check("invalid", "denied", tasks.Flags{Denylisted: true}), true, def, Reject, "denied", ""},
 		// Bad input.
 		{"empty", "", check("invalid", "bad_syntax", tasks.Flags{}), true, def, Reject, "bad_syntax", ""},
 		{"no local part", "@gmial.com", check("invalid", "bad_syntax", tasks.Flags{}), true, def, Reject, "bad_syntax", ""},

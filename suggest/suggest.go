@@ -37,15 +37,14 @@ type Confidence int
 
 const (
 	// IfBroken: show the suggestion only when the typed domain does not
-	// receive mail (no such domain, no MX): a slip from a domain whose
-	// label is four characters or fewer ("live", "mail", "aol") lands on
-	// real domains too often to be sure.
+	// receive mail (no such domain, no MX): the slip could as well be
+	// another real domain (a short label such as "live" or "aol", another
+	// delegated TLD such as "hotmail.se", a provider that is not big).
 	IfBroken Confidence = iota
-	// Sure: the typed domain is a slip from a big provider's with a label
-	// long enough that real domains there are rare ("gmial.com",
-	// "gmail.co"), or its TLD does not exist ("gmail.con"). If such a
-	// domain receives mail it is a typo-squat: mail sent there is lost to
-	// the user.
+	// Sure: the typed domain is a slip in the label of a big provider's
+	// domain under the same suffix ("gmial.com"), or its TLD does not
+	// exist ("gmail.con"). If such a domain receives mail it is a
+	// typo-squat: mail sent there is lost to the user.
 	Sure
 )
 
@@ -61,10 +60,10 @@ type Suggestion struct {
 // Suggester holds the tables. The zero value is not usable; use Default or
 // New.
 type Suggester struct {
-	known map[string]int // domain → rank (0 = most common)
-	list  []string
+	known map[string]bool // every listed domain: never suggested for
+	list  []string        // the domains suggested, most common first
+	big   map[string]bool // those whose label slips are typo-squats
 	tlds  []string
-	tldOK map[string]bool
 }
 
 var def = New(parseList(domainsTxt), parseList(tldsTxt))
@@ -72,20 +71,37 @@ var def = New(parseList(domainsTxt), parseList(tldsTxt))
 // Default is the Suggester with the embedded tables.
 func Default() *Suggester { return def }
 
-// New builds a Suggester from a list of well-known domains and a list of
-// common TLDs, each most common first.
+// New builds a Suggester from the lines of a domain table (most common
+// first, each "domain", "domain big" or "domain real", see domains.txt)
+// and a list of common TLDs (most common first).
 func New(domains, tlds []string) *Suggester {
-	s := &Suggester{known: map[string]int{}, tldOK: map[string]bool{}}
-	for _, d := range domains {
-		d = normalise(d)
-		if _, dup := s.known[d]; d != "" && !dup {
-			s.known[d] = len(s.list)
-			s.list = append(s.list, d)
+	s := &Suggester{known: map[string]bool{}, big: map[string]bool{}}
+	for _, line := range domains {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		d := normalise(f[0])
+		if d == "" || s.known[d] {
+			continue
+		}
+		s.known[d] = true
+		tag := ""
+		if len(f) > 1 {
+			tag = f[1]
+		}
+		if tag == "real" {
+			continue // known, never a target
+		}
+		s.list = append(s.list, d)
+		if tag == "big" {
+			s.big[d] = true
 		}
 	}
+	seen := map[string]bool{}
 	for _, t := range tlds {
-		if t = normalise(t); t != "" && !s.tldOK[t] {
-			s.tldOK[t] = true
+		if t = normalise(t); t != "" && !seen[t] {
+			seen[t] = true
 			s.tlds = append(s.tlds, t)
 		}
 	}
@@ -108,11 +124,8 @@ func normalise(d string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
 }
 
-// Known reports whether d is in the table of well-known mail domains.
-func (s *Suggester) Known(d string) bool {
-	_, ok := s.known[normalise(d)]
-	return ok
-}
+// Known reports whether d is in the table of mail domains.
+func (s *Suggester) Known(d string) bool { return s.known[normalise(d)] }
 
 // maxLen bounds the input: a domain is at most 253 octets, and the
 // distance is quadratic in the length.
@@ -126,14 +139,14 @@ func (s *Suggester) Domain(typed string) (Suggestion, bool) {
 	if d == "" || len(d) > maxLen {
 		return Suggestion{}, false
 	}
-	if _, ok := s.known[d]; ok {
+	if s.known[d] {
 		return Suggestion{}, false
 	}
 	fixes := s.fixTLD(d)
 	if len(fixes) == 0 {
 		if best, ok := s.nearestKnown(d); ok {
 			c := Sure
-			if !s.sure(best) {
+			if !s.sure(d, best) {
 				c = IfBroken
 			}
 			return Suggestion{Domain: best, Confidence: c, Known: true}, true
@@ -202,11 +215,16 @@ func (s *Suggester) allowed(k string) int {
 	return 1
 }
 
-// sure reports whether a slip from the known domain k is surely a typo of
-// it rather than another real domain: k's label has five characters or
-// more ("gmail", "yahoo", "hotmail"). Shorter labels are a slip away from
-// too many real names ("live.co", "mail.co", "qq.co").
-func (s *Suggester) sure(k string) bool { return len(label(k)) >= 5 }
+// sure reports whether typed, a slip from the listed domain k, is surely a
+// typo of it rather than another real domain: k is a big provider with a
+// label of five characters or more ("gmail", "yahoo", "hotmail") and the
+// slip is in that label, under k's own suffix. A change of suffix to another
+// delegated one ("hotmail.se", "protonmail.ch") is how providers name their
+// other domains, and shorter labels ("live", "mail", "aol") are a slip away
+// from too many real names.
+func (s *Suggester) sure(typed, k string) bool {
+	return s.big[k] && len(label(k)) >= 5 && suffix(typed) == suffix(k)
+}
 
 // label is d's registrable name without its public suffix: "gmail" for
 // gmail.com, "yahoo" for yahoo.co.uk.

@@ -19,10 +19,10 @@ func TestDomain(t *testing.T) {
 		{"gmai.com", "gmail.com", Sure},
 		{"gnail.com", "gmail.com", Sure},
 		{"GMAIL.CON", "gmail.com", Sure},
-		{"gmail.co", "gmail.com", Sure},
+		{"gmail.co", "gmail.com", IfBroken}, // .co is delegated: shown if gmail.co takes no mail
 		{"gmail.cmo", "gmail.com", Sure},
-		{"gmial.con", "gmail.com", Sure}, // a slip in the label and one in the TLD
-		{"gmailcom", "gmail.com", Sure},
+		{"gmial.con", "gmail.com", Sure},    // a slip in the label and one in the TLD
+		{"gmailcom", "gmail.com", IfBroken}, // cannot receive mail: shown
 		{"hotmial.com", "hotmail.com", Sure},
 		{"hotmail.cmo", "hotmail.com", Sure},
 		{"yaho.com", "yahoo.com", Sure},
@@ -92,11 +92,32 @@ func TestTablesParse(t *testing.T) {
 		t.Fatalf("%d domains, %d TLDs embedded", len(d), len(tl))
 	}
 	seen := map[string]bool{}
-	for _, x := range d {
+	for _, line := range d {
+		f := strings.Fields(line)
+		x := f[0]
 		if x != normalise(x) || !strings.Contains(x, ".") || seen[x] {
 			t.Errorf("domains.txt: %q is not a lower-case domain given once", x)
 		}
+		if len(f) > 2 || len(f) == 2 && f[1] != "big" && f[1] != "real" {
+			t.Errorf("domains.txt: %q: want a domain and at most one tag, big or real", line)
+		}
 		seen[x] = true
+	}
+}
+
+// TestProvidersOtherDomains: a big provider's domains under other TLDs,
+// listed or not, are never taken for sure typos: real customers use them.
+func TestProvidersOtherDomains(t *testing.T) {
+	t.Parallel()
+	for _, d := range []string{
+		// Listed as real.
+		"hotmail.se", "outlook.be", "yahoo.com.ar", "yahoo.co.id", "protonmail.ch", "fastmail.fm", "email.com", "online.de", "cloud.com",
+		// Not listed: the suffix rule alone keeps them apart.
+		"hotmail.fi", "outlook.hu", "yahoo.com.pe", "yahoo.cz", "live.fi", "gmx.li", "protonmail.de", "icloud.de", "googlemail.de",
+	} {
+		if got, ok := Default().Domain(d); ok && got.Confidence == Sure {
+			t.Errorf("Domain(%q) = %+v: a sure suggestion for a provider's own domain", d, got)
+		}
 	}
 }
 
@@ -155,7 +176,7 @@ func TestTypoSet(t *testing.T) {
 	s := Default()
 	r := rand.New(rand.NewPCG(2026, 12))
 	const n = 1000
-	right, wrong, none := 0, 0, 0
+	right, wrong, none, sure := 0, 0, 0, 0
 	var wrongs, nones []string
 	for made := 0; made < n; {
 		// Half the typos from the ten most common domains, half from all.
@@ -176,12 +197,16 @@ func TestTypoSet(t *testing.T) {
 			nones = append(nones, typo+" ("+orig+")")
 		case got.Domain == orig:
 			right++
+			if got.Confidence == Sure {
+				sure++
+			}
 		default:
 			wrong++
 			wrongs = append(wrongs, typo+" → "+got.Domain+" ("+orig+")")
 		}
 	}
-	t.Logf("%d typos: %d suggested right (%.1f %%), %d wrong (%.1f %%), %d none", n, right, 100*float64(right)/n, wrong, 100*float64(wrong)/n, none)
+	t.Logf("%d typos: %d suggested right (%.1f %%; %d of them sure, shown even if the domain takes mail), %d wrong (%.1f %%), %d none",
+		n, right, 100*float64(right)/n, sure, wrong, 100*float64(wrong)/n, none)
 	t.Logf("wrong: %v", wrongs)
 	t.Logf("none (first 20): %v", nones[:min(20, len(nones))])
 	if float64(right+wrong) < 0.95*n {
