@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mxprobe/mxprobe/internal/termsafe"
@@ -19,8 +20,8 @@ const enqueueSynopsis = "mxprobe enqueue [flags] ADDRESS... (or - for stdin)"
 func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	redisURL := fs.String("redis-url", "", "Redis holding the queues, redis://host:6379/0 (required)")
-	wait := fs.Bool("wait", false, "wait for each final result and print it")
-	waitTimeout := fs.Duration("wait-timeout", 5*time.Minute, "with --wait: give up waiting after this long (the validation goes on)")
+	wait := fs.Bool("wait", false, "print each result as JSON as soon as it is final; at --wait-timeout, the latest state of the rest (final: false)")
+	waitTimeout := fs.Duration("wait-timeout", 5*time.Minute, "with --wait: stop waiting after this long (the validations go on); exit 5 if any was not final")
 	callback := fs.String("callback", "", "URL that receives each signed result")
 	queue := fs.String("queue", tasks.QueueDefault, "queue: critical, default or bulk")
 	metadata := fs.String("metadata", "", "JSON object echoed in results and callbacks")
@@ -78,7 +79,6 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	c := tasks.NewClient(rdb, tasks.WithShards(*shards))
 	defer c.Close()
 
-	type enqueued struct{ input, id string }
 	var ids []enqueued
 	code = exitOK
 	for _, in := range inputs {
@@ -106,33 +106,105 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !*wait {
 		return code, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
+	return waitAll(ctx, c, ids, *waitTimeout, stdout, stderr, code)
+}
+
+// enqueued is one task enqueue created, in input order.
+type enqueued struct{ input, id string }
+
+// waitConcurrency bounds the waits in flight at once (each polls Redis now
+// and then besides the shared announcement channel).
+const waitConcurrency = 64
+
+// provisional is what --wait prints for a task with no final result when
+// its time is up: the latest known state, never a verdict it did not get.
+type provisional struct {
+	TaskID        string    `json:"task_id"`
+	Input         string    `json:"input"`
+	Final         bool      `json:"final"`
+	State         string    `json:"state,omitempty"`
+	Verdict       string    `json:"verdict"`
+	Reason        string    `json:"reason"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+}
+
+// waitAll prints each result as it becomes final, whatever the input
+// order, then at the timeout the provisional state of each task still
+// running (in input order), and returns the exit code: code so far, made
+// worse by the verdicts, and exitNotFinal when any task was not final.
+func waitAll(ctx context.Context, c *tasks.Client, ids []enqueued, timeout time.Duration, stdout, stderr io.Writer, code int) (int, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	enc := json.NewEncoder(stdout)
-	for _, e := range ids {
-		st, err := c.Wait(wctx, e.id)
-		if err != nil {
-			fmt.Fprintf(stderr, "%s (%q): no final result yet: %v\n", e.id, e.input, err)
-			code = worseExitCode(code, exitUnsure)
-			continue
-		}
+	var (
+		mu      sync.Mutex
+		enc     = json.NewEncoder(stdout)
+		pending = map[int]bool{}
+		werr    error
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, waitConcurrency)
+	)
+	printFinal := func(e enqueued, st tasks.Status) {
 		if st.Result == nil {
 			fmt.Fprintf(stderr, "%s (%q): ended without a result (state %s: %s)\n", e.id, e.input, st.State, termsafe.String(st.LastError))
-			code = exitFailure
-			continue
+			code = worseExitCode(code, exitFailure)
+			return
 		}
-		if err := enc.Encode(st.Result); err != nil {
-			return exitFailure, err
+		if err := enc.Encode(st.Result); err != nil && werr == nil {
+			werr = err
 		}
 		code = worseExitCode(code, verdictExit(st.Result.Verdict))
+	}
+	for i, e := range ids {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-wctx.Done():
+			}
+			st, err := c.Wait(wctx, e.id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				printFinal(e, st)
+				return
+			}
+			pending[i] = true
+		})
+	}
+	wg.Wait()
+	if werr != nil {
+		return exitFailure, werr
+	}
+	// Time is up (or Redis failed): the rest, in input order, as they stand.
+	for i, e := range ids {
+		if !pending[i] {
+			continue
+		}
+		gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		st, err := c.Get(gctx, e.id)
+		gcancel()
+		if err == nil && st.Done() {
+			printFinal(e, st) // final just as the wait ended
+			continue
+		}
+		p := provisional{TaskID: e.id, Input: e.input, State: st.State, Verdict: tasks.VerdictUnknown, Reason: "pending"}
+		if err != nil {
+			p.Reason = "status unavailable: " + err.Error()
+		} else if st.Result != nil {
+			p.Verdict, p.Reason, p.NextAttemptAt = st.Result.Verdict, st.Result.Reason, st.Result.NextAttemptAt
+		}
+		if err := enc.Encode(p); err != nil {
+			return exitFailure, err
+		}
+		code = worseExitCode(code, exitNotFinal)
 	}
 	return code, nil
 }
 
 // worseExitCode keeps the more serious of two exit codes: failure, then
-// invalid, then unsure, then ok.
+// invalid, then not final, then unsure, then ok.
 func worseExitCode(a, b int) int {
-	rank := map[int]int{exitOK: 0, exitUnsure: 1, exitInvalid: 2, exitUsage: 3, exitFailure: 4}
+	rank := map[int]int{exitOK: 0, exitUnsure: 1, exitNotFinal: 2, exitInvalid: 3, exitUsage: 4, exitFailure: 5}
 	if rank[b] > rank[a] {
 		return b
 	}

@@ -33,6 +33,9 @@ const (
 	exitUsage   = 2
 	exitUnsure  = 3
 	exitFailure = 4
+	// exitNotFinal: enqueue --wait ran out of time with some results not
+	// final (and none invalid).
+	exitNotFinal = 5
 )
 
 // usageError marks errors caused by how mxprobe was called.

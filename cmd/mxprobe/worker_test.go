@@ -60,7 +60,9 @@ func TestWorkerAndEnqueueCommands(t *testing.T) {
 		}
 		got = append(got, r)
 	}
-	if got[0].Verdict != "valid" || got[1].Verdict != "invalid" || string(got[0].Metadata) != `{"k":"v"}` {
+	// Printed as they become final: in either order.
+	slices.SortFunc(got, func(a, b tasks.Result) int { return strings.Compare(a.Input, b.Input) })
+	if got[0].Input != "alice@example.test" || got[0].Verdict != "valid" || got[1].Verdict != "invalid" || string(got[0].Metadata) != `{"k":"v"}` {
 		t.Errorf("results %+v", got)
 	}
 
