@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/validator"
@@ -26,6 +24,9 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	jsonOut := fs.Bool("json", false, "print one JSON object per address instead of a table")
 	debug := fs.Bool("debug", false, "print the SMTP conversation to stderr as it happens")
 	transcript := fs.Bool("transcript", false, "include the SMTP transcript in --json output")
+	concurrency := fs.Int("concurrency", 8, "domains checked at once (the addresses of one domain go one after another, on one session where the server allows)")
+	ordered := fs.Bool("ordered", false, "print results in input order (default: as they complete)")
+	output := fs.String("output", "", "also write every result to this file: .csv or .ndjson (.jsonl)")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printFlagHelp(stdout, fs, checkSynopsis)
@@ -37,12 +38,20 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return code, err
 	}
+	if *concurrency < 1 || *concurrency > 1024 {
+		return exitUsage, usagef("--concurrency %d: want 1 to 1024", *concurrency)
+	}
+	if *output != "" && outputFormat(*output) == "" {
+		return exitUsage, usagef("--output %s: want a file ending in .csv, .ndjson or .jsonl", *output)
+	}
 	cfg, err := pf.config(func(msg string) { fmt.Fprintf(stderr, "warning: %s\n", msg) })
 	if err != nil {
 		return exitUsage, err
 	}
 	cfg.Probe.Transcript = *transcript
 	if *debug {
+		// One conversation at a time, so the live transcript reads as one.
+		*concurrency = 1
 		// The transcript carries the remote server's bytes: escaped, so
 		// its ESC or NUL never reach the operator's terminal.
 		cfg.Probe.Debug = termsafe.NewWriter(stderr)
@@ -55,34 +64,27 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	// QUIT the sessions kept open for the next address before exiting.
 	defer v.Close()
 
-	var tw *tabwriter.Writer
-	if !*jsonOut {
-		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ADDRESS\tVERDICT\tREASON\tMX\tREPLY")
+	out, closeOut, err := openCheckOutput(*output, *jsonOut, stdout)
+	if err != nil {
+		return exitUsage, err
 	}
-	enc := json.NewEncoder(stdout)
+	results := runChecks(ctx, v, inputs, *concurrency, pf.timeout)
 	code = exitOK
-	for _, in := range inputs {
-		actx, cancel := context.WithTimeout(ctx, pf.timeout)
-		res, err := v.Validate(actx, in)
-		cancel()
-		if err != nil && ctx.Err() != nil {
-			if tw != nil {
-				tw.Flush()
-			}
-			return exitFailure, fmt.Errorf("interrupted: %w", ctx.Err())
-		}
-		code = worseExitCode(code, verdictExit(string(res.Verdict)))
-		if *jsonOut {
-			if err := enc.Encode(res); err != nil {
-				return exitFailure, err
-			}
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayAddress(res), res.Verdict, res.Reason, termsafe.String(dash(res.MXHost)), replySummary(res))
+	if *ordered {
+		results = inOrder(results, len(inputs))
 	}
-	if tw != nil {
-		tw.Flush()
+	for r := range results {
+		code = worseExitCode(code, verdictExit(string(r.res.Verdict)))
+		if err := out.write(r.res); err != nil {
+			closeOut()
+			return exitFailure, err
+		}
+	}
+	if err := closeOut(); err != nil {
+		return exitFailure, err
+	}
+	if ctx.Err() != nil {
+		return exitFailure, fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	return code, nil
 }
