@@ -10,7 +10,11 @@ require (
 	golang.org/x/net v0.62.0
 )
 
-require blitiri.com.ar/go/spf v1.6.0
+require (
+	blitiri.com.ar/go/spf v1.6.0
+	github.com/creack/pty v1.1.24
+	golang.org/x/term v0.48.0
+)
 
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
@@ -48,7 +52,7 @@ require (
 	github.com/spf13/cast v1.10.0 // indirect
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.14.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect

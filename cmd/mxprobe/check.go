@@ -73,13 +73,17 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *ordered {
 		results = inOrder(results, len(inputs))
 	}
+	prog := newProgress(stdout, len(inputs))
 	for r := range results {
 		code = worseExitCode(code, verdictExit(string(r.res.Verdict)))
+		prog.clear()
 		if err := out.write(r.res); err != nil {
 			closeOut()
 			return exitFailure, err
 		}
+		prog.add(r.res)
 	}
+	prog.end()
 	if err := closeOut(); err != nil {
 		return exitFailure, err
 	}

@@ -13,7 +13,13 @@
 // A flag given on the command line wins over the environment.
 //
 // Exit status of check: 0 all valid, 1 any invalid, 3 any unknown or risky
-// (and none invalid), 2 usage or configuration error, 4 operational failure.
+// (and none invalid), 2 usage or configuration error, 4 operational failure;
+// enqueue --wait adds 5: some result not final in time (and none invalid).
+//
+// Dependencies beyond the project's own packages: golang.org/x/term (is
+// stdout a terminal, for check's status line: the Go team's, and what the
+// standard library's own tools use); github.com/creack/pty in tests only (a
+// real pseudo-terminal to test that line; the usual Go choice).
 package main
 
 import (
