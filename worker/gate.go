@@ -95,6 +95,11 @@ func withReservation(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, reservationKey{}, id)
 }
 
+// WithReservation is withReservation for a caller outside the queue (the
+// check command): asks made under one id after a denial redeem the slot the
+// first one reserved instead of reserving another.
+func WithReservation(ctx context.Context, id string) context.Context { return withReservation(ctx, id) }
+
 // Admit implements validator.Gate: one provider token and one session lease
 // per new SMTP session.
 func (g *Gate) Admit(ctx context.Context, host validator.MXHost) (validator.Admission, error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
 )
 
 const checkSynopsis = "mxprobe check [flags] ADDRESS... (or - to read addresses from stdin, one per line)"
@@ -27,6 +28,8 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	concurrency := fs.Int("concurrency", 8, "domains checked at once (the addresses of one domain go one after another, on one session where the server allows)")
 	ordered := fs.Bool("ordered", false, "print results in input order (default: as they complete)")
 	output := fs.String("output", "", "also write every result to this file: .csv or .ndjson (.jsonl)")
+	limitDefault := fs.String("limit-default", "10/1m:3:2", "default provider limit RATE/PERIOD:BURST:SESSIONS, as the workers'")
+	limits := fs.String("limits", "", "per-provider limits, comma-separated GROUP=RATE/PERIOD:BURST:SESSIONS (e.g. google.com=20/1m:5:3)")
 	if err := parseFlags(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printFlagHelp(stdout, fs, checkSynopsis)
@@ -57,6 +60,19 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		cfg.Probe.Debug = termsafe.NewWriter(stderr)
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	lcfg, err := limiterConfig(*limitDefault, *limits, pf.timeout)
+	if err != nil {
+		return exitUsage, err
+	}
+	// The workers' limits and Gate, on an in-process Redis: a list checked
+	// here is as polite to each provider as the same list in the queue.
+	limiter, stopLimiter, err := inProcessLimiter(lcfg)
+	if err != nil {
+		return exitFailure, err
+	}
+	defer stopLimiter()
+	cfg.Gate = worker.NewGate(limiter, "check", cfg.Logger)
+	cfg.ProviderFunc = limiter.Group
 	v, err := validator.New(cfg)
 	if err != nil {
 		return exitUsage, usageError{err.Error()}

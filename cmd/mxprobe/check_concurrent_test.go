@@ -65,8 +65,44 @@ func checkListLab(t *testing.T) ([]string, []string, *atomic.Int32) {
 	d := dnstest.Start(t, zone)
 	flags := []string{"--dns", d.Addr(), "--dns-canary", "example.test", "--smtp-port", strconv.Itoa(s.Port()), "--allow-private",
 		"--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test", "--no-catch-all",
-		"--command-timeout", "1s", "--timeout", "10s"}
+		"--command-timeout", "1s", "--timeout", "10s",
+		// Every live domain here shares one MX host: limits out of the way
+		// (TestCheckKeepsProviderLimits has them on).
+		"--limit-default", "10000/1s:1000:16"}
 	return flags, addrs, &dials
+}
+
+// TestCheckKeepsProviderLimits: a list at four domains served by one MX
+// host, under a limit of one session at a time there, is checked on
+// sessions reused for up to ten addresses, never two at once, every
+// address answered.
+func TestCheckKeepsProviderLimits(t *testing.T) {
+	t.Parallel()
+	s := smtptest.Start(t, smtptest.Options{})
+	zone := dnstest.Zone{"mx.example.test.": {dnstest.A("127.0.0.1")}, "example.test.": {dnstest.MX("mx.example.test.", 10)}}
+	var addrs []string
+	for d := range 4 {
+		zone[dns.Fqdn(fmt.Sprintf("p%d.test", d))] = []dns.RR{dnstest.MX("mx.example.test.", 10)}
+		for u := range 5 {
+			addrs = append(addrs, fmt.Sprintf("u%d@p%d.test", u, d))
+		}
+	}
+	d := dnstest.Start(t, zone)
+	code, out, errOut := runCmd(t, strings.Join(addrs, "\n"), "check", "--dns", d.Addr(), "--dns-canary", "example.test",
+		"--smtp-port", strconv.Itoa(s.Port()), "--allow-private", "--helo", "probe.mxprobe.test", "--from", "verify@mxprobe.test",
+		"--no-catch-all", "--limit-default", "60/1m:2:1", "--json", "-")
+	if code != exitOK {
+		t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if n := strings.Count(out, `"verdict":"valid"`); n != len(addrs) {
+		t.Errorf("%d valid of %d", n, len(addrs))
+	}
+	if n := s.MaxLiveConns(); n > 1 {
+		t.Errorf("%d sessions at once at a host limited to 1", n)
+	}
+	if n := s.Conns(); n > 2 {
+		t.Errorf("%d sessions for 20 addresses at one host, want 2 (ten per session)", n)
+	}
 }
 
 // TestCheckListConcurrently: 200 addresses at 40 domains, one of them

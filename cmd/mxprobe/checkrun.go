@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +15,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mxprobe/mxprobe/internal/termsafe"
+	"github.com/mxprobe/mxprobe/ratelimit"
 	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
 )
 
 // checked is one address's result with its place in the input.
@@ -59,7 +66,7 @@ func runChecks(ctx context.Context, v *validator.Validator, inputs []string, n i
 						res = notRedialled(inputs[i], *dead)
 					} else {
 						actx, cancel := context.WithTimeout(ctx, timeout)
-						res, _ = v.Validate(actx, inputs[i])
+						res = validatePolitely(actx, v, inputs[i])
 						cancel()
 						if ctx.Err() != nil {
 							return // interrupted: not a verdict
@@ -90,6 +97,55 @@ func runChecks(ctx context.Context, v *validator.Validator, inputs []string, n i
 		}
 	}()
 	return out
+}
+
+// validatePolitely is Validate under the providers' limits: when the Gate
+// says not now (rate, sessions, a cool-down), it waits as told and asks
+// again, until ctx (--timeout) ends; then the last answer stands.
+func validatePolitely(ctx context.Context, v *validator.Validator, input string) validator.Result {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	ctx = worker.WithReservation(ctx, "check:"+hex.EncodeToString(id[:]))
+	for {
+		res, err := v.Validate(ctx, input)
+		var d *ratelimit.DeniedError
+		if err == nil || !errors.As(err, &d) {
+			return res
+		}
+		wait := max(d.RetryIn, 10*time.Millisecond)
+		notAsked := func() validator.Result {
+			// A cool-down or a slot past --timeout: unknown, and why.
+			res.Verdict, res.Reason, res.Retryable = validator.Unknown, validator.ReasonRateLimited, true
+			res.Error = fmt.Sprintf("not asked: the provider's limit (%s) allows the next session in %s, past --timeout", d.Reason, d.RetryIn.Round(time.Second))
+			return res
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return notAsked()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return notAsked()
+		case <-t.C:
+		}
+	}
+}
+
+// inProcessLimiter is a ratelimit.Limiter on an embedded Redis, for check.
+func inProcessLimiter(cfg ratelimit.Config) (*ratelimit.Limiter, func(), error) {
+	mr, stopClock, err := startEmbeddedRedis()
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	l, err := ratelimit.New(rdb, cfg)
+	stop := func() { _ = rdb.Close(); stopClock(); mr.Close() }
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return l, stop, nil
 }
 
 // unreachable reports whether r says the domain's mail servers could not be

@@ -115,13 +115,19 @@ func parseLimit(s string) (ratelimit.Limit, error) {
 }
 
 func (f *workerFlags) limiterConfig() (ratelimit.Config, error) {
+	return limiterConfig(f.limitDefault, f.limits, f.probe.timeout)
+}
+
+// limiterConfig builds the per-provider limits from --limit-default and
+// --limits; timeout is --timeout, the longest a probe may hold a session.
+func limiterConfig(limitDefault, limits string, timeout time.Duration) (ratelimit.Config, error) {
 	cfg := ratelimit.DefaultConfig()
-	d, err := parseLimit(f.limitDefault)
+	d, err := parseLimit(limitDefault)
 	if err != nil {
 		return cfg, usagef("--limit-default %v", err)
 	}
 	cfg.Default = d
-	for _, e := range splitList(f.limits) {
+	for _, e := range splitList(limits) {
 		group, spec, ok := strings.Cut(e, "=")
 		if !ok || group == "" {
 			return cfg, usagef("--limits %q: want GROUP=RATE/PERIOD:BURST[:SESSIONS]", e)
@@ -135,7 +141,7 @@ func (f *workerFlags) limiterConfig() (ratelimit.Config, error) {
 	// A session lease must outlive the longest probe it covers, or a slow
 	// server would let a second session in beside it; a reused session
 	// renews it only after a quarter of its TTL (worker.LeaseTTLFor).
-	cfg.LeaseTTL = max(cfg.LeaseTTL, worker.LeaseTTLFor(f.probe.timeout))
+	cfg.LeaseTTL = max(cfg.LeaseTTL, worker.LeaseTTLFor(timeout))
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("rate limits: %v", err)
 	}
