@@ -39,6 +39,13 @@ type batchRow struct {
 	RequestID   string          `json:"request_id,omitempty"`
 }
 
+// rowObject is a JSON row as sent: "email" is accepted for "address", as
+// CSV headers and POST /validate accept it.
+type rowObject struct {
+	batchRow
+	Email string `json:"email,omitempty"`
+}
+
 // rejectedRow reports a row that was not queued.
 type rejectedRow struct {
 	Line  int    `json:"line"`
@@ -291,11 +298,19 @@ func parseRowValue(raw []byte) (batchRow, string, string) {
 	case len(raw) > 0 && raw[0] == '{':
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&row); err != nil {
+		var obj rowObject
+		if err := dec.Decode(&obj); err != nil {
 			return row, string(raw), "bad row object: " + strings.TrimPrefix(err.Error(), "json: ")
 		}
+		row = obj.batchRow
+		switch {
+		case row.Address != "" && obj.Email != "" && row.Address != obj.Email:
+			return row, string(raw), "address and email differ: give one"
+		case row.Address == "":
+			row.Address = obj.Email
+		}
 		if row.Address == "" {
-			return row, string(raw), "address is required"
+			return row, string(raw), "address (or email) is required"
 		}
 		return row, row.Address, ""
 	}
