@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -558,7 +559,7 @@ func TestBatchProgressAndResults(t *testing.T) {
 	b := setup(t, opts{worker: true, smtp: smtptest.Options{
 		Rcpt: map[string]*smtp.SMTPError{"alice@example.test": nil, "carol@example.test": nil}, RcptDefault: notFound,
 	}})
-	csvBody := "email\nalice@example.test\nbob@example.test\n=cmd|' /C calc'!A0\ncarol@example.test\n"
+	csvBody := "email,name,State\nalice@example.test,Alice,CA\nbob@example.test,Bob,=1+1\n=cmd|' /C calc'!A0,Mallory,NY\ncarol@example.test,Carol\n"
 	resp, body := b.do(t, "POST", "/v1/batches", keyA, "text/csv", csvBody)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -610,7 +611,7 @@ func TestBatchProgressAndResults(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
 	wantPrefixes := []string{
-		"line,input,address,state,verdict,reason,mx_host,smtp_code,smtp_enhanced_code,smtp_text,task_id,error,decision,did_you_mean",
+		"line,input,address,state,verdict,reason,mx_host,smtp_code,smtp_enhanced_code,smtp_text,task_id,error,decision,did_you_mean,disposable,role_account,free_provider,catch_all,name,input_State",
 		"2,alice@example.test,alice@example.test,done,valid,mailbox_exists,mx.example.test,250,",
 		"3,bob@example.test,bob@example.test,done,invalid,mailbox_not_found,mx.example.test,550,5.1.1,No such user here,",
 		// Formula injection defused, row kept in place.
@@ -625,11 +626,29 @@ func TestBatchProgressAndResults(t *testing.T) {
 			t.Errorf("CSV line %d: %q, want prefix %q", i+1, lines[i], p)
 		}
 	}
-	// The sign-up decision closes each row (docs/signup.md).
-	for i, want := range []string{",accept,", ",reject,", ",reject,", ",accept,"} {
-		if !strings.HasSuffix(lines[i+1], want) {
-			t.Errorf("CSV line %d: %q, want it to end with the decision %q", i+2, lines[i+1], want)
+	// The sign-up decision, the flags, then the input's other columns,
+	// defused like every cell (docs/signup.md).
+	recs, err := csv.NewReader(strings.NewReader(sb.String())).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{
+		{"accept", "", "false", "false", "false", "false", "Alice", "CA"},
+		{"reject", "", "false", "false", "false", "false", "Bob", "'=1+1"},
+		{"reject", "", "", "", "", "", "Mallory", "NY"},
+		{"accept", "", "false", "false", "false", "false", "Carol", ""},
+	} {
+		if got := recs[i+1][12:]; !slices.Equal(got, want) {
+			t.Errorf("CSV row %d from decision on: %q, want %q", i+2, got, want)
 		}
+	}
+	_, body = b.do(t, "GET", a.ResultsURL+"?format=ndjson", keyA, "", nil)
+	first := mustJSON[struct {
+		Columns  map[string]string `json:"columns"`
+		Decision string            `json:"decision"`
+	}](t, []byte(strings.SplitN(string(body), "\n", 2)[0]))
+	if first.Columns["name"] != "Alice" || first.Columns["State"] != "CA" || first.Decision != "accept" {
+		t.Errorf("NDJSON row 1: %+v, want its columns and decision", first)
 	}
 }
 

@@ -61,6 +61,8 @@ type storedRow struct {
 	TaskID string `json:"t,omitempty"`
 	Error  string `json:"e,omitempty"`
 	Field  string `json:"f,omitempty"`
+	// Extra holds the row's other CSV columns, returned with its result.
+	Extra []string `json:"x,omitempty"`
 }
 
 // rowResult is the part of a final result a batch keeps and reports.
@@ -76,6 +78,11 @@ type rowResult struct {
 	// The sign-up decision (docs/signup.md), for final rows.
 	Decision   string `json:"decision,omitempty"`
 	DidYouMean string `json:"did_you_mean,omitempty"`
+	// Flags of the address.
+	Disposable   bool `json:"disposable,omitempty"`
+	RoleAccount  bool `json:"role_account,omitempty"`
+	FreeProvider bool `json:"free_provider,omitempty"`
+	CatchAll     bool `json:"catch_all,omitempty"`
 }
 
 type parsedRow struct {
@@ -83,6 +90,9 @@ type parsedRow struct {
 	input string
 	row   batchRow
 	err   string // parse problem: the row is rejected
+	// A CSV with a header: the names of its other columns (one slice
+	// shared by every row) and this row's values of them.
+	columns, extra []string
 }
 
 type batchResponse struct {
@@ -197,7 +207,12 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	key := s.batchKey(id)
 	pipe := s.rdb.TxPipeline()
-	pipe.HSet(r.Context(), key, "created", s.now().UTC().Format(time.RFC3339), "total", resp.Accepted, "rejected", len(resp.Rejected), "queue", queue, "owner", keyID(r.Context()))
+	fields := []any{"created", s.now().UTC().Format(time.RFC3339), "total", resp.Accepted, "rejected", len(resp.Rejected), "queue", queue, "owner", keyID(r.Context())}
+	if cols := rows[0].columns; len(cols) > 0 {
+		enc, _ := json.Marshal(cols)
+		fields = append(fields, "columns", enc)
+	}
+	pipe.HSet(r.Context(), key, fields...)
 	pipe.RPush(r.Context(), key+":rows", vals...)
 	pipe.Expire(r.Context(), key, s.cfg.Retention)
 	pipe.Expire(r.Context(), key+":rows", s.cfg.Retention)
@@ -246,7 +261,7 @@ func (s *Server) enqueueRows(ctx context.Context, rows []parsedRow, opts []tasks
 			defer wg.Done()
 			for i := range next {
 				pr := rows[i]
-				out[i] = storedRow{Line: pr.line, Input: pr.input}
+				out[i] = storedRow{Line: pr.line, Input: pr.input, Extra: pr.extra}
 				if pr.err != "" {
 					out[i].Error = pr.err
 					continue
@@ -277,7 +292,7 @@ feed:
 	wg.Wait()
 	for i := range out {
 		if out[i].Line == 0 && out[i].Input == "" { // never reached: fed no worker
-			out[i] = storedRow{Line: rows[i].line, Input: rows[i].input}
+			out[i] = storedRow{Line: rows[i].line, Input: rows[i].input, Extra: rows[i].extra}
 		}
 	}
 	return out, context.Cause(ctx)
@@ -429,6 +444,7 @@ func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 	cr.TrimLeadingSpace = true
 	col := 0
 	var rows []parsedRow
+	var columns []string
 	first := true
 	for len(rows) <= limit {
 		rec, err := cr.Read()
@@ -444,13 +460,31 @@ func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 			header, c := csvHeader(rec)
 			if header {
 				col = c
+				for i, name := range rec {
+					if i != c {
+						columns = append(columns, strings.TrimSpace(strings.TrimPrefix(name, "\ufeff")))
+					}
+				}
 				continue
 			}
 		}
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue
 		}
-		pr := parsedRow{line: line}
+		pr := parsedRow{line: line, columns: columns}
+		if columns != nil {
+			pr.extra = make([]string, len(columns))
+			j := 0
+			for i, v := range rec {
+				if i == col {
+					continue
+				}
+				if j < len(pr.extra) {
+					pr.extra[j] = v
+				}
+				j++
+			}
+		}
 		if col >= len(rec) {
 			pr.input = strings.Join(rec, ",")
 			pr.err = fmt.Sprintf("no column %d in this row", col+1)
@@ -491,6 +525,7 @@ var columnName = regexp.MustCompile(`^[A-Za-z][A-Za-z _-]{0,39}$`)
 // batchState is a batch with each row's latest known result.
 type batchState struct {
 	id      string
+	columns []string // the input's other CSV columns, by name
 	rows    []storedRow
 	results map[string]rowResult // by task id, final ones
 	states  map[string]string    // by task id, asynq state when not final
@@ -510,6 +545,7 @@ func (s *Server) loadBatch(w http.ResponseWriter, r *http.Request) (*batchState,
 	pipe := s.rdb.Pipeline()
 	exists := pipe.Exists(ctx, key)
 	owner := pipe.HGet(ctx, key, "owner")
+	columns := pipe.HGet(ctx, key, "columns")
 	rawRows := pipe.LRange(ctx, key+":rows", 0, -1)
 	cached := pipe.HGetAll(ctx, key+":res")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -523,6 +559,9 @@ func (s *Server) loadBatch(w http.ResponseWriter, r *http.Request) (*batchState,
 		return nil, false
 	}
 	b := &batchState{id: id, results: map[string]rowResult{}, states: map[string]string{}}
+	if c := columns.Val(); c != "" {
+		_ = json.Unmarshal([]byte(c), &b.columns)
+	}
 	for _, raw := range rawRows.Val() {
 		var sr storedRow
 		if err := json.Unmarshal([]byte(raw), &sr); err != nil {
@@ -594,7 +633,8 @@ func (s *Server) toRowResult(st tasks.Status) rowResult {
 	res := st.Result
 	a := s.decide(res.Input, res, true)
 	rr := rowResult{Address: res.Address, Verdict: res.Verdict, Reason: res.Reason, MXHost: res.MXHost, Error: res.Error,
-		Decision: string(a.Decision), DidYouMean: a.DidYouMean}
+		Decision: string(a.Decision), DidYouMean: a.DidYouMean,
+		Disposable: res.Flags.Disposable, RoleAccount: res.Flags.RoleAccount, FreeProvider: res.Flags.FreeProvider, CatchAll: res.Flags.CatchAll}
 	if res.SMTP != nil {
 		rr.SMTPCode, rr.SMTPEnhanced, rr.SMTPText = res.SMTP.Code, res.SMTP.Enhanced, res.SMTP.Text
 	}
@@ -662,9 +702,21 @@ type resultLine struct {
 	// State: "done", "rejected", or asynq's state while pending.
 	State string `json:"state"`
 	rowResult
+	// Columns are the row's other CSV columns, by name.
+	Columns map[string]string `json:"columns,omitempty"`
 }
 
-var resultColumns = []string{"line", "input", "address", "state", "verdict", "reason", "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_text", "task_id", "error", "decision", "did_you_mean"}
+var resultColumns = []string{"line", "input", "address", "state", "verdict", "reason", "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_text", "task_id", "error", "decision", "did_you_mean",
+	"disposable", "role_account", "free_provider", "catch_all"}
+
+// flag is a flag column's cell: true or false once the row is done, empty
+// before (not known yet).
+func flag(state string, v bool) string {
+	if state != "done" {
+		return ""
+	}
+	return strconv.FormatBool(v)
+}
 
 func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	format := r.URL.Query().Get("format")
@@ -688,6 +740,14 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	lines := make([]resultLine, 0, len(b.rows))
 	for _, sr := range b.rows {
 		rl := resultLine{Line: sr.Line, Input: sr.Input, TaskID: sr.TaskID}
+		if len(b.columns) > 0 {
+			rl.Columns = make(map[string]string, len(b.columns))
+			for i, name := range b.columns {
+				if i < len(sr.Extra) {
+					rl.Columns[name] = sr.Extra[i]
+				}
+			}
+		}
 		switch {
 		case sr.TaskID == "":
 			rl.State = "rejected"
@@ -724,14 +784,37 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", `attachment; filename="`+b.id+`.csv"`)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	cw := csv.NewWriter(w)
-	_ = cw.Write(resultColumns)
-	for _, l := range lines {
+	// The input's other columns follow ours, under their own names (with
+	// "input_" before a name that is one of ours), so a spreadsheet of
+	// names and user ids comes back whole.
+	header := append([]string(nil), resultColumns...)
+	ours := map[string]bool{}
+	for _, c := range resultColumns {
+		ours[c] = true
+	}
+	for _, c := range b.columns {
+		if ours[strings.ToLower(c)] {
+			c = "input_" + c
+		}
+		header = append(header, csvCell(c))
+	}
+	_ = cw.Write(header)
+	for i, l := range lines {
 		code := ""
 		if l.SMTPCode != 0 {
 			code = strconv.Itoa(l.SMTPCode)
 		}
-		_ = cw.Write([]string{strconv.Itoa(l.Line), csvCell(l.Input), csvCell(l.Address), l.State, l.Verdict, l.Reason,
-			csvCell(l.MXHost), code, l.SMTPEnhanced, csvCell(l.SMTPText), l.TaskID, csvCell(l.Error), l.Decision, csvCell(l.DidYouMean)})
+		rec := []string{strconv.Itoa(l.Line), csvCell(l.Input), csvCell(l.Address), l.State, l.Verdict, l.Reason,
+			csvCell(l.MXHost), code, l.SMTPEnhanced, csvCell(l.SMTPText), l.TaskID, csvCell(l.Error), l.Decision, csvCell(l.DidYouMean),
+			flag(l.State, l.Disposable), flag(l.State, l.RoleAccount), flag(l.State, l.FreeProvider), flag(l.State, l.CatchAll)}
+		for j := range b.columns {
+			v := ""
+			if j < len(b.rows[i].Extra) {
+				v = b.rows[i].Extra[j]
+			}
+			rec = append(rec, csvCell(v))
+		}
+		_ = cw.Write(rec)
 	}
 	cw.Flush()
 }
