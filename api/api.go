@@ -60,6 +60,11 @@ type Config struct {
 	// upload (default DefaultBatchBodyTimeout).
 	BodyTimeout      time.Duration
 	BatchBodyTimeout time.Duration
+	// BatchFinishWithin is how long a batch's rows may take unless the
+	// request says (finish_within, deadline): a row not final by then ends
+	// as unknown with its last reason (0: no bound, rows retry for as long
+	// as the workers' give-up allows).
+	BatchFinishWithin time.Duration
 	// BatchQueue is the queue batches go to unless the request names one
 	// (default bulk, so imports never delay sign-up forms).
 	BatchQueue string
@@ -175,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "mxprobe:api:"
+	}
+	if cfg.BatchFinishWithin < 0 || cfg.BatchFinishWithin > tasks.MaxDeadlineAhead {
+		return nil, fmt.Errorf("api: BatchFinishWithin %s: want 0 (none) up to %s", cfg.BatchFinishWithin, tasks.MaxDeadlineAhead)
 	}
 	if cfg.MaxWait < 0 || cfg.ValidateWait < 0 || cfg.ValidateMaxWait < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.Quota < 0 || cfg.Retention < 0 ||
 		cfg.BodyTimeout < 0 || cfg.BatchBodyTimeout < 0 {

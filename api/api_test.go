@@ -19,6 +19,8 @@ import (
 	"github.com/mxprobe/mxprobe/api"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 	"github.com/mxprobe/mxprobe/tasks"
+	"github.com/mxprobe/mxprobe/validator"
+	"github.com/mxprobe/mxprobe/worker"
 )
 
 // concrete turns a route pattern into a path that reaches it.
@@ -876,5 +878,56 @@ func TestProvidersShowCoolDowns(t *testing.T) {
 		if pr.Group == "google.com" && len(pr.Paused) != 1 {
 			t.Errorf("google.com not shown paused: %s", body)
 		}
+	}
+}
+
+// TestBatchFinishesWithin: a batch whose rows are greylisted (first retry
+// an hour away here) is done once its finish_within has passed: those rows
+// end as final unknown/greylisted, the accepted one stays valid.
+func TestBatchFinishesWithin(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{RcptFunc: func(to string) *smtp.SMTPError {
+		if strings.HasPrefix(to, "grey") {
+			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Greylisted, try again later"}
+		}
+		return nil
+	}}, workerCfg: func(w *worker.Config, _ *validator.Config) {
+		w.Retry = worker.RetryPolicy{FirstDelay: time.Hour, MaxDelay: time.Hour, GiveUpAfter: 24 * time.Hour}
+	}})
+	both := "1h&deadline=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	for _, bad := range []string{"soon", "0", "-1s", "200h", both} {
+		resp, body := b.do(t, "POST", "/v1/batches?finish_within="+bad, keyA, "text/csv", "a@example.test\n")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "finish_within") {
+			t.Errorf("finish_within=%s: %d %s, want 400 naming finish_within", bad, resp.StatusCode, body)
+		}
+	}
+	resp, body := b.do(t, "POST", "/v1/batches?finish_within=2s", keyA, "text/csv", "email\ngrey1@example.test\nok@example.test\ngrey2@example.test\n")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	a := mustJSON[batchAccepted](t, body)
+	_, body = b.do(t, "GET", a.ResultsURL+"?format=ndjson", keyA, "", nil)
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		r := mustJSON[resultRow](t, []byte(l))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err := b.client.Wait(ctx, r.TaskID)
+		cancel()
+		if err != nil || st.Result == nil {
+			t.Fatalf("%s (%s) not final: %v %+v", r.TaskID, r.Input, err, st)
+		}
+		want := "unknown/greylisted"
+		if r.Input == "ok@example.test" {
+			want = "valid/mailbox_exists"
+		}
+		if got := st.Result.Verdict + "/" + st.Result.Reason; got != want {
+			t.Errorf("%s: %s, want %s", r.Input, got, want)
+		}
+	}
+	_, body = b.do(t, "GET", a.StatusURL, keyA, "", nil)
+	if st := mustJSON[struct {
+		Total, Done int
+		State       string
+	}](t, body); st.Total != 3 || st.Done != 3 {
+		t.Errorf("batch after finish_within: %s, want 3 of 3 done", body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"regexp"
@@ -139,8 +140,21 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if deadline != nil {
+	within, ok := s.finishWithin(w, q.Get("finish_within"), q.Has("finish_within"))
+	if !ok {
+		return
+	}
+	switch {
+	case deadline != nil && q.Has("finish_within"):
+		writeFieldError(w, http.StatusBadRequest, codeInvalidField, "finish_within", "finish_within: give deadline or finish_within, not both")
+		return
+	case deadline != nil:
 		opts = append(opts, deadline)
+	case within > 0:
+		// Rows not final by then end as unknown with their last reason,
+		// their callbacks fire, and the batch is done: a few greylisted
+		// rows do not hold a list for a day.
+		opts = append(opts, tasks.Deadline(time.Now().Add(min(within, tasks.MaxDeadlineAhead-time.Minute))))
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -829,4 +843,26 @@ func csvCell(s string) string {
 		s = "'" + s
 	}
 	return termsafe.String(s)
+}
+
+// finishWithin is the batch's time to finish: the request's finish_within
+// (a Go duration, or seconds) or the server's BatchFinishWithin.
+func (s *Server) finishWithin(w http.ResponseWriter, raw string, present bool) (time.Duration, bool) {
+	if !present {
+		return s.cfg.BatchFinishWithin, true
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(raw, 64)
+		if ferr != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			writeFieldError(w, http.StatusBadRequest, codeInvalidField, "finish_within", "finish_within: want a duration such as 1h, or seconds")
+			return 0, false
+		}
+		d = time.Duration(min(f, tasks.MaxDeadlineAhead.Seconds()+1) * float64(time.Second))
+	}
+	if d <= 0 || d > tasks.MaxDeadlineAhead {
+		writeFieldError(w, http.StatusBadRequest, codeInvalidField, "finish_within", fmt.Sprintf("finish_within: want more than 0 and at most %s", tasks.MaxDeadlineAhead))
+		return 0, false
+	}
+	return d, true
 }

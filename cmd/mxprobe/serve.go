@@ -48,6 +48,7 @@ type serveFlags struct {
 	publishable     string
 	pkIPQuota       int
 	batchMaxRows    int
+	batchFinish     time.Duration
 	retention       time.Duration
 	monitoringWrite bool
 	bodyTimeout     time.Duration
@@ -77,6 +78,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.publishable, "publishable-keys", "", "keys a browser may use for POST /validate, with their origins: id=https://shop.example[,origin…][;id=…]")
 	fs.IntVar(&f.pkIPQuota, "publishable-ip-quota", api.DefaultPublishableIPQuota, "requests per minute per client IP with publishable keys (-1: no limit)")
 	fs.IntVar(&f.batchMaxRows, "batch-max-rows", 10_000, "most rows in one batch")
+	fs.DurationVar(&f.batchFinish, "batch-finish-within", time.Hour, "a batch row not final this long after upload ends as unknown with its last reason, unless the request sets finish_within or deadline (0: no bound)")
 	fs.DurationVar(&f.retention, "retention", 24*time.Hour, "how long results and batches stay readable")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", api.DefaultBodyTimeout, "time a client has to send a request body (JSON routes)")
 	fs.DurationVar(&f.batchBodyTime, "batch-body-timeout", api.DefaultBatchBodyTimeout, "time a client has to send a batch upload (POST /v1/batches)")
@@ -220,7 +222,8 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		a, err := api.New(api.Config{
 			Redis: rdb, Keys: keys, NoAuth: f.noAuth, Quota: f.quota,
-			MaxWait: f.maxWait, ValidateWait: f.validateWait, ValidateMaxWait: f.validateMaxWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
+			BatchFinishWithin: f.batchFinish,
+			MaxWait:           f.maxWait, ValidateWait: f.validateWait, ValidateMaxWait: f.validateMaxWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
 			Publishable: pubKeys, PublishableIPQuota: f.pkIPQuota,
 			SignupPolicy: &signup.Policy{RejectDisposable: f.rejectDispos, RejectRole: f.rejectRole, RejectFree: f.rejectFree},
 			QueueShards:  f.worker.queueShards,
