@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mxprobe/mxprobe/internal/termsafe"
 	"github.com/mxprobe/mxprobe/validator"
@@ -64,6 +65,10 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return exitUsage, err
 	}
+	// A slot reserved beyond what an address can wait would be spent for
+	// nothing, and each next ask pushed further out: reserve only within
+	// half of --timeout, so the probe keeps the other half.
+	lcfg.ReserveHorizon = min(lcfg.ReserveHorizon, max(pf.timeout/2, time.Second))
 	// The workers' limits and Gate, on an in-process Redis: a list checked
 	// here is as polite to each provider as the same list in the queue.
 	limiter, stopLimiter, err := inProcessLimiter(lcfg)
@@ -84,27 +89,33 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return exitUsage, err
 	}
-	results := runChecks(ctx, v, inputs, *concurrency, pf.timeout)
+	// Ours to cancel too: on a write error the checks still running stop.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	results := runChecks(runCtx, v, inputs, *concurrency, pf.timeout)
 	code = exitOK
 	if *ordered {
-		results = inOrder(results, len(inputs))
+		results = inOrder(runCtx, results)
 	}
-	prog := newProgress(stdout, len(inputs))
+	prog := newProgress(stdout, stderr, len(inputs))
+	n := 0
 	for r := range results {
 		code = worseExitCode(code, verdictExit(string(r.res.Verdict)))
 		prog.clear()
 		if err := out.write(r.res); err != nil {
-			closeOut()
+			cancelRun()
+			closeOut(false)
 			return exitFailure, err
 		}
 		prog.add(r.res)
+		n++
 	}
 	prog.end()
-	if err := closeOut(); err != nil {
+	if err := closeOut(n == len(inputs)); err != nil {
 		return exitFailure, err
 	}
 	if ctx.Err() != nil {
-		return exitFailure, fmt.Errorf("interrupted: %w", ctx.Err())
+		return exitFailure, fmt.Errorf("interrupted after %d of %d results: %w", n, len(inputs), ctx.Err())
 	}
 	return code, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,12 +67,16 @@ func runChecks(ctx context.Context, v *validator.Validator, inputs []string, n i
 						res = notRedialled(inputs[i], *dead)
 					} else {
 						actx, cancel := context.WithTimeout(ctx, timeout)
-						res = validatePolitely(actx, v, inputs[i])
+						var waited bool
+						res, waited = validatePolitely(actx, v, inputs[i])
 						cancel()
 						if ctx.Err() != nil {
 							return // interrupted: not a verdict
 						}
-						if unreachable(res) {
+						// After a wait for the limiter the probe had less
+						// than --timeout: its timeout says less about the
+						// host, and does not condemn the domain.
+						if unreachable(res) && (!waited || res.Reason == validator.ReasonConnectFailed) {
 							dead = &res
 						}
 					}
@@ -102,15 +107,17 @@ func runChecks(ctx context.Context, v *validator.Validator, inputs []string, n i
 // validatePolitely is Validate under the providers' limits: when the Gate
 // says not now (rate, sessions, a cool-down), it waits as told and asks
 // again, until ctx (--timeout) ends; then the last answer stands.
-func validatePolitely(ctx context.Context, v *validator.Validator, input string) validator.Result {
+// It reports whether it waited.
+func validatePolitely(ctx context.Context, v *validator.Validator, input string) (validator.Result, bool) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	ctx = worker.WithReservation(ctx, "check:"+hex.EncodeToString(id[:]))
+	waited := false
 	for {
 		res, err := v.Validate(ctx, input)
 		var d *ratelimit.DeniedError
 		if err == nil || !errors.As(err, &d) {
-			return res
+			return res, waited
 		}
 		wait := max(d.RetryIn, 10*time.Millisecond)
 		notAsked := func() validator.Result {
@@ -120,15 +127,16 @@ func validatePolitely(ctx context.Context, v *validator.Validator, input string)
 			return res
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return notAsked()
+			return notAsked(), waited
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return notAsked()
+			return notAsked(), waited
 		case <-t.C:
 		}
+		waited = true
 	}
 }
 
@@ -173,13 +181,23 @@ func notRedialled(input string, dead validator.Result) validator.Result {
 	return r
 }
 
-// inOrder passes results on in input order, holding early ones back.
-func inOrder(in <-chan checked, n int) <-chan checked {
+// inOrder passes results on in input order, holding early ones back. When
+// in ends early (an interrupt), the held results follow in order, so
+// nothing decided is lost. It stops when ctx ends and nobody reads.
+func inOrder(ctx context.Context, in <-chan checked) <-chan checked {
 	out := make(chan checked)
 	go func() {
 		defer close(out)
 		held := map[int]checked{}
 		next := 0
+		send := func(r checked) bool {
+			select {
+			case out <- r:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
 		for r := range in {
 			held[r.i] = r
 			for {
@@ -188,8 +206,20 @@ func inOrder(in <-chan checked, n int) <-chan checked {
 					break
 				}
 				delete(held, next)
-				out <- h
+				if !send(h) {
+					return
+				}
 				next++
+			}
+		}
+		rest := make([]int, 0, len(held))
+		for i := range held {
+			rest = append(rest, i)
+		}
+		slices.Sort(rest)
+		for _, i := range rest {
+			if !send(held[i]) {
+				return
 			}
 		}
 	}()
@@ -219,7 +249,7 @@ func outputFormat(name string) string {
 
 var checkCSVColumns = []string{"input", "address", "verdict", "reason", "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_text", "disposable", "role_account", "free_provider", "catch_all", "error"}
 
-func openCheckOutput(name string, jsonOut bool, stdout io.Writer) (*checkOutput, func() error, error) {
+func openCheckOutput(name string, jsonOut bool, stdout io.Writer) (*checkOutput, func(complete bool) error, error) {
 	o := &checkOutput{stdout: stdout, table: !jsonOut}
 	if jsonOut {
 		o.json = json.NewEncoder(stdout)
@@ -227,7 +257,9 @@ func openCheckOutput(name string, jsonOut bool, stdout io.Writer) (*checkOutput,
 		fmt.Fprintf(stdout, tableRow, "ADDRESS", "VERDICT", "REASON", "MX", "REPLY")
 	}
 	if name != "" {
-		f, err := os.Create(name)
+		// Written beside the target and renamed at the end: an interrupted
+		// run leaves NAME.partial, never a truncated NAME.
+		f, err := os.Create(name + ".partial")
 		if err != nil {
 			return nil, nil, usagef("--output: %v", err)
 		}
@@ -239,7 +271,7 @@ func openCheckOutput(name string, jsonOut bool, stdout io.Writer) (*checkOutput,
 			o.fileEnc = json.NewEncoder(f)
 		}
 	}
-	return o, func() error {
+	return o, func(complete bool) error {
 		if o.file == nil {
 			return nil
 		}
@@ -250,7 +282,13 @@ func openCheckOutput(name string, jsonOut bool, stdout io.Writer) (*checkOutput,
 				return err
 			}
 		}
-		return o.file.Close()
+		if err := o.file.Close(); err != nil {
+			return err
+		}
+		if !complete {
+			return nil // NAME.partial stays, named for what it is
+		}
+		return os.Rename(name+".partial", name)
 	}, nil
 }
 

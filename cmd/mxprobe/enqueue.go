@@ -140,6 +140,7 @@ func waitAll(ctx context.Context, c *tasks.Client, ids []enqueued, timeout time.
 		enc     = json.NewEncoder(stdout)
 		pending = map[int]bool{}
 		werr    error
+		failure error // a wait that failed for another reason than time
 		wg      sync.WaitGroup
 		sem     = make(chan struct{}, waitConcurrency)
 	)
@@ -164,9 +165,12 @@ func waitAll(ctx context.Context, c *tasks.Client, ids []enqueued, timeout time.
 			st, err := c.Wait(wctx, e.id)
 			mu.Lock()
 			defer mu.Unlock()
-			if err == nil {
+			switch {
+			case err == nil:
 				printFinal(e, st)
 				return
+			case wctx.Err() == nil && failure == nil:
+				failure = fmt.Errorf("waiting for %s: %w", e.id, err) // Redis, not time
 			}
 			pending[i] = true
 		})
@@ -175,14 +179,26 @@ func waitAll(ctx context.Context, c *tasks.Client, ids []enqueued, timeout time.
 	if werr != nil {
 		return exitFailure, werr
 	}
-	// Time is up (or Redis failed): the rest, in input order, as they stand.
+	// Time is up (or Redis failed, or an interrupt): the rest, in input
+	// order, as they stand. One failed read ends the reading: the rest are
+	// reported unread rather than each waiting on a Redis that is away.
+	var readErr error
 	for i, e := range ids {
 		if !pending[i] {
 			continue
 		}
-		gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		st, err := c.Get(gctx, e.id)
-		gcancel()
+		var st tasks.Status
+		err := readErr
+		if err == nil && ctx.Err() == nil {
+			gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err = c.Get(gctx, e.id)
+			gcancel()
+			if err != nil {
+				readErr = err
+			}
+		} else if err == nil {
+			err = ctx.Err()
+		}
 		if err == nil && st.Done() {
 			printFinal(e, st) // final just as the wait ended
 			continue
@@ -197,6 +213,14 @@ func waitAll(ctx context.Context, c *tasks.Client, ids []enqueued, timeout time.
 			return exitFailure, err
 		}
 		code = worseExitCode(code, exitNotFinal)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return exitFailure, fmt.Errorf("interrupted: %w", ctx.Err())
+	case failure != nil:
+		return exitFailure, failure
+	case readErr != nil:
+		return exitFailure, fmt.Errorf("reading the tasks not final: %w", readErr)
 	}
 	return code, nil
 }

@@ -86,3 +86,39 @@ func TestEnqueueWaitStreamsThenReportsTheRest(t *testing.T) {
 		t.Errorf("second line %v, want grey's provisional state: final false, greylisted, its next attempt", g)
 	}
 }
+
+// TestEnqueueWaitInterrupted: an interrupt during --wait is an operational
+// failure (exit 4), not "some not final", and the tasks' states are still
+// printed.
+func TestEnqueueWaitInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t) // no worker: nothing becomes final
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut strings.Builder
+	done := make(chan int, 1)
+	pr, pw := io.Pipe()
+	go func() {
+		done <- run(ctx, []string{"enqueue", "--redis-url", srv.URL(), "--wait", "--wait-timeout", "1m", "a@example.test"},
+			strings.NewReader(""), pw, &errOut)
+		pw.Close()
+	}()
+	// Cancel once the task is queued: its key exists in Redis.
+	rdb := srv.Client(t)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := rdb.Keys(context.Background(), "asynq:{default}:t:*").Result(); len(n) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no task queued")
+		}
+	}
+	cancel()
+	b, _ := io.ReadAll(pr)
+	out.Write(b)
+	if code := <-done; code != exitFailure {
+		t.Errorf("exit %d after an interrupt, want %d\n%s\n%s", code, exitFailure, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), `"final":false`) {
+		t.Errorf("no provisional state printed: %q", out.String())
+	}
+}

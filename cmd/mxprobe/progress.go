@@ -27,9 +27,12 @@ type progress struct {
 	now     func() time.Time
 }
 
-func newProgress(stdout io.Writer, total int) *progress {
-	p := &progress{w: stdout, total: total, counts: map[validator.Verdict]int{}, now: time.Now}
-	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) && total > 1 {
+// newProgress draws on stderr, and only when both stdout and stderr are
+// terminals: results on stdout stay clean for a pipe, a file or --json
+// captured from a pseudo-terminal.
+func newProgress(stdout, stderr io.Writer, total int) *progress {
+	p := &progress{w: stderr, total: total, counts: map[validator.Verdict]int{}, now: time.Now}
+	if isTerminal(stdout) && isTerminal(stderr) && total > 1 {
 		p.on = true
 	}
 	p.started = p.now()
@@ -65,3 +68,8 @@ func (p *progress) add(r validator.Result) {
 
 // end erases the line for good.
 func (p *progress) end() { p.clear() }
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

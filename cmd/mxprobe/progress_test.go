@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +40,7 @@ func TestCheckProgressOnATerminal(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	code := run(ctx, append(append([]string{"check"}, flags...), "-"), strings.NewReader(strings.Join(addrs, "\n")), tty, io.Discard)
+	code := run(ctx, append(append([]string{"check"}, flags...), "-"), strings.NewReader(strings.Join(addrs, "\n")), tty, tty)
 	tty.Close()
 	<-read
 	if code != exitUnsure {
