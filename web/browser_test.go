@@ -363,16 +363,25 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 	// greylisted row holds the batch back for at least a second).
 	eval(`(() => {
 		window.__progress = [];
+		window.__partialRows = 0;
 		const bar = document.getElementById("batch-progress");
-		new MutationObserver(() => window.__progress.push(bar.value + "/" + bar.max))
-			.observe(document.getElementById("batch-status"), {childList: true, characterData: true, subtree: true});
+		new MutationObserver(() => {
+			window.__progress.push(bar.value + "/" + bar.max);
+			// Before the end: the table already shows finished rows, and the
+			// download link is there for the results so far.
+			if (bar.value < bar.max && !document.getElementById("batch-done").hidden) {
+				window.__partialRows = Math.max(window.__partialRows,
+					document.querySelectorAll("#batch-results tbody tr").length);
+				window.__partialLink = document.getElementById("batch-download").textContent;
+			}
+		}).observe(document.getElementById("batch-status"), {childList: true, characterData: true, subtree: true});
 		return true;
 	})()`)
 	must("upload the CSV",
 		chromedp.SetUploadFiles(chromedp.ID("csv-file"), []string{csvPath}),
 		chromedp.SendKeys(chromedp.ID("batch-button"), kb.Enter),
 	)
-	waitFor("the batch results", `() => !document.getElementById("batch-done").hidden || document.getElementById("batch-error").textContent !== ""`)
+	waitFor("the batch results", `() => document.getElementById("batch-status").textContent.startsWith("Done") || document.getElementById("batch-error").textContent !== ""`)
 	if got := text("#batch-error"); got != "" {
 		t.Fatalf("batch error: %q", got)
 	}
@@ -392,6 +401,9 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 	}
 	if !slices.ContainsFunc(progress, func(p string) bool { return p == "1/5" || p == "2/5" || p == "3/5" || p == "4/5" }) {
 		t.Errorf("progress went %q, want an intermediate value before 5/5", progress)
+	}
+	if !eval(`window.__partialRows > 0 && window.__partialLink === "Download results so far (CSV)"`) {
+		t.Error("before the batch was done, the table showed no finished rows or the partial download was missing")
 	}
 	rejected := text("#rejected-list")
 	for _, want := range []string{"Line 3: “not-an-address”", "Line 5: “<b>bold</b>@example.com”"} {
@@ -436,6 +448,15 @@ func runBrowserChecks(t *testing.T, baseURL, apiKey string) {
 				s.includes("\n7,greylist-batch@example.org,greylist-batch@example.org,done,valid,mailbox_exists,"))`) {
 		t.Error("the CSV download link does not deliver the results")
 	}
+	// The list survives a reload: it is in "Recent lists", and choosing it
+	// shows its results again.
+	if _, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+"/")); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	waitFor("the recent list", `() => { const b = document.querySelector("#recent-list button"); return b && b.textContent === "list.csv" }`)
+	must("reopen the list with the keyboard", chromedp.Focus(chromedp.CSS("#recent-list button")), chromedp.KeyEvent(kb.Enter))
+	waitFor("the reopened list", `() => document.getElementById("batch-status").textContent.startsWith("Done: list.csv") &&
+		document.querySelectorAll("#batch-results tbody tr").length === 7`)
 	// A long reply token (<address>) must wrap, not push the table past
 	// its box into a sideways scroll on a desktop screen.
 	if !eval(`(() => { const w = document.querySelector(".table-wrap"); return w.scrollWidth <= w.clientWidth; })()`) {

@@ -10,6 +10,19 @@
 (function () {
   const $ = (id) => document.getElementById(id);
 
+  // humanDuration turns Go's "2.925113ms" or "1m3.5s" into "2.9 ms" or
+  // "1 min 4 s"; anything else is shown as it came.
+  function humanDuration(d) {
+    const m = /^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:([\d.]+)(s|ms|µs|us|ns))?$/.exec(String(d));
+    if (!m) return String(d);
+    const unit = { s: 1, ms: 1e-3, "µs": 1e-6, us: 1e-6, ns: 1e-9 }[m[4] || "s"];
+    const secs = (Number(m[1] || 0) * 3600) + (Number(m[2] || 0) * 60) + Number(m[3] || 0) * unit;
+    if (secs < 1) return (secs * 1000).toFixed(secs < 0.01 ? 1 : 0) + " ms";
+    if (secs < 60) return secs.toFixed(secs < 10 ? 1 : 0) + " s";
+    const h = Math.floor(secs / 3600), mi = Math.floor((secs % 3600) / 60), se = Math.round(secs % 60);
+    return (h ? h + " h " : "") + mi + " min" + (se ? " " + se + " s" : "");
+  }
+
   // ---- HTTP with login-on-401 -------------------------------------------
 
   // One login at a time: every request that meets a 401 waits on the same
@@ -148,7 +161,7 @@
     $("r-flags").textContent = flags.length ? flags.join(", ") : "none";
     const details = [];
     if (r.attempts) details.push(r.attempts + (r.attempts === 1 ? " attempt" : " attempts"));
-    if (r.duration) details.push("took " + r.duration);
+    if (r.duration) details.push("took " + humanDuration(r.duration));
     if (r.provider) details.push("provider " + r.provider);
     if (r.error) details.push(r.error);
     if (!r.final && r.next_attempt_at) details.push("next attempt " + new Date(r.next_attempt_at).toLocaleString());
@@ -329,9 +342,111 @@
 
   let batchRun = 0;
 
+  // ---- recent lists, kept in this browser --------------------------------
+
+  const RECENT_KEY = "mxprobe.recentBatches";
+  const RECENT_MAX = 10;
+
+  function recentBatches() {
+    try {
+      const list = JSON.parse(localStorage.getItem(RECENT_KEY) || "[]");
+      return Array.isArray(list) ? list.filter((b) => b && typeof b.id === "string") : [];
+    } catch (e) {
+      return [];
+    }
+  }
+
+  function rememberBatch(id, name) {
+    const list = recentBatches().filter((b) => b.id !== id);
+    list.unshift({ id: id, name: String(name || id), at: new Date().toISOString() });
+    try {
+      localStorage.setItem(RECENT_KEY, JSON.stringify(list.slice(0, RECENT_MAX)));
+    } catch (e) { /* storage full or off: the list is a convenience */ }
+    renderRecent();
+  }
+
+  function renderRecent() {
+    const list = recentBatches();
+    const box = $("recent-batches");
+    const ul = $("recent-list");
+    ul.textContent = "";
+    box.hidden = list.length === 0;
+    list.forEach((b) => {
+      const li = document.createElement("li");
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "link";
+      btn.textContent = b.name;
+      btn.addEventListener("click", () => follow(b.id, b.name, []));
+      li.append(btn);
+      const when = document.createElement("span");
+      when.className = "hint";
+      when.textContent = " " + new Date(b.at).toLocaleString();
+      li.append(when);
+      ul.append(li);
+    });
+  }
+
+  // follow shows a batch until it is done: progress, counts, the results
+  // table as rows finish, and a download link that works at any time (rows
+  // not final yet carry their state).
+  async function follow(batchID, name, rejected) {
+    const run = ++batchRun;
+    const err = $("batch-error");
+    err.textContent = "";
+    renderRejected(rejected);
+    const box = $("batch-progress-box");
+    const bar = $("batch-progress");
+    const status = $("batch-status");
+    bar.max = 1;
+    bar.value = 0;
+    renderCounts(null);
+    box.hidden = false;
+    const id = encodeURIComponent(batchID);
+    const dl = $("batch-download");
+    dl.href = "v1/batches/" + id + "/results?format=csv";
+    dl.setAttribute("download", "mxprobe-" + batchID + ".csv");
+    dl.textContent = "Download results so far (CSV)";
+    $("batch-done").hidden = false;
+    status.textContent = "Checking " + name + "\u2026";
+    let st;
+    let delay = 500;
+    let lastDone = -1;
+    for (;;) {
+      if (run !== batchRun) return;
+      const poll = await api("v1/batches/" + id, { headers: { Accept: "application/json" } });
+      if (!poll.ok) {
+        err.textContent = await errorMessage(poll);
+        box.hidden = true;
+        $("batch-done").hidden = true;
+        return;
+      }
+      st = await poll.json();
+      const total = Number(st.total) || 0;
+      const done = Number(st.done) || 0;
+      bar.max = Math.max(total, 1);
+      bar.value = total === 0 ? 1 : Math.min(done, total);
+      const pct = total === 0 ? 100 : Math.floor((100 * Math.min(done, total)) / total);
+      bar.setAttribute("aria-valuetext", pct + "%");
+      status.textContent = name + ": " + done + " of " + total + " checked (" + pct + "%)";
+      renderCounts(st.counts);
+      if (done !== lastDone || st.state === "done") {
+        // The table follows the rows as they finish.
+        lastDone = done;
+        const res = await api("v1/batches/" + id + "/results?format=ndjson", { headers: { Accept: "application/x-ndjson" } });
+        if (run !== batchRun) return;
+        if (res.ok) renderResults(await res.text());
+      }
+      if (st.state === "done") break;
+      await sleep(delay);
+      delay = Math.min(delay * 1.25, 3000);
+    }
+    dl.textContent = "Download results (CSV)";
+    status.textContent = "Done: " + name + ", " + st.total + " checked (100%).";
+  }
+
   $("batch-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const run = ++batchRun;
     const err = $("batch-error");
     err.textContent = "";
     const f = fileInput.files && fileInput.files[0];
@@ -343,13 +458,8 @@
     $("batch-done").hidden = true;
     $("batch-rejected").hidden = true;
     const box = $("batch-progress-box");
-    const bar = $("batch-progress");
-    const status = $("batch-status");
-    bar.max = 1;
-    bar.value = 0;
-    renderCounts(null);
     box.hidden = false;
-    status.textContent = "Uploading " + f.name + "\u2026";
+    $("batch-status").textContent = "Uploading " + f.name + "\u2026";
     $("batch-button").disabled = true;
     try {
       const resp = await api("v1/batches", {
@@ -363,45 +473,15 @@
         return;
       }
       const created = await resp.json();
-      renderRejected(created.rejected);
-      const id = encodeURIComponent(created.id);
-      let st;
-      let delay = 500;
-      for (;;) {
-        if (run !== batchRun) return;
-        const poll = await api("v1/batches/" + id, { headers: { Accept: "application/json" } });
-        if (!poll.ok) {
-          err.textContent = await errorMessage(poll);
-          return;
-        }
-        st = await poll.json();
-        const total = Number(st.total) || 0;
-        const done = Number(st.done) || 0;
-        bar.max = Math.max(total, 1);
-        bar.value = total === 0 ? 1 : Math.min(done, total);
-        const pct = total === 0 ? 100 : Math.floor((100 * Math.min(done, total)) / total);
-        bar.setAttribute("aria-valuetext", pct + "%");
-        status.textContent = done + " of " + total + " checked (" + pct + "%)";
-        renderCounts(st.counts);
-        if (st.state === "done") break;
-        await sleep(delay);
-        delay = Math.min(delay * 1.25, 3000);
-      }
-      const res = await api("v1/batches/" + id + "/results?format=ndjson", { headers: { Accept: "application/x-ndjson" } });
-      if (!res.ok) {
-        err.textContent = await errorMessage(res);
-        return;
-      }
-      renderResults(await res.text());
-      const dl = $("batch-download");
-      dl.href = "v1/batches/" + id + "/results?format=csv";
-      dl.setAttribute("download", "mxprobe-" + created.id + ".csv");
-      $("batch-done").hidden = false;
-      status.textContent = "Done: " + st.total + " checked (100%).";
+      rememberBatch(created.id, f.name);
+      $("batch-button").disabled = false;
+      await follow(created.id, f.name, created.rejected);
     } catch (e) {
       err.textContent = "Cannot reach the server: " + e.message;
     } finally {
-      if (run === batchRun) $("batch-button").disabled = false;
+      $("batch-button").disabled = false;
     }
   });
+
+  renderRecent();
 })();
