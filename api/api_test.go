@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -929,5 +931,71 @@ func TestBatchFinishesWithin(t *testing.T) {
 		State       string
 	}](t, body); st.Total != 3 || st.Done != 3 {
 		t.Errorf("batch after finish_within: %s, want 3 of 3 done", body)
+	}
+}
+
+// TestBatchWebhook: a batch with ?webhook= gets one signed POST when its
+// last row has ended, naming the batch; a webhook the callback rules refuse
+// is refused at upload, before any row is queued.
+func TestBatchWebhook(t *testing.T) {
+	t.Parallel()
+	secret := []byte("s") // the test worker's callback secret (helpers_test.go)
+	got := make(chan tasks.BatchDone, 4)
+	bad := make(chan error, 4)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := tasks.VerifyRequest(r, [][]byte{secret}, 1<<20)
+		if err != nil {
+			bad <- err
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var d tasks.BatchDone
+		if err := json.Unmarshal(body, &d); err != nil {
+			bad <- err
+		}
+		got <- d
+	}))
+	t.Cleanup(rcv.Close)
+	// The rows end after the upload has been answered, so the worker, not
+	// the upload, sees the last one end.
+	uploaded := make(chan struct{})
+	b := setup(t, opts{worker: true, smtp: smtptest.Options{RcptFunc: func(string) *smtp.SMTPError {
+		<-uploaded
+		return nil
+	}}})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(uploaded) }) })
+	if resp, body := b.do(t, "POST", "/v1/batches?webhook=ftp://x", keyA, "text/csv", "a@example.test\n"); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), "webhook") {
+		t.Errorf("ftp webhook: %d %s, want 422 naming webhook", resp.StatusCode, body)
+	}
+	resp, body := b.do(t, "POST", "/v1/batches?webhook="+url.QueryEscape(rcv.URL+"/hook"), keyA, "text/csv", "email\na@example.test\nb@example.test\nnot an address\n")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	a := mustJSON[batchAccepted](t, body)
+	select {
+	case d := <-got:
+		t.Fatalf("webhook before any row ended: %+v", d)
+	default:
+	}
+	once.Do(func() { close(uploaded) })
+	select {
+	case d := <-got:
+		if d.Event != "batch.done" || d.BatchID != a.ID || d.Total != 2 || d.ResultsURL != a.ResultsURL {
+			t.Errorf("webhook body %+v, want batch.done for %s with 2 rows", d, a.ID)
+		}
+	case err := <-bad:
+		t.Fatalf("webhook failed verification: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook")
+	}
+	_, body = b.do(t, "GET", a.StatusURL, keyA, "", nil)
+	if st := mustJSON[struct{ Total, Done int }](t, body); st.Done != st.Total {
+		t.Errorf("webhook before the batch was done: %s", body)
+	}
+	select {
+	case d := <-got:
+		t.Errorf("a second webhook: %+v", d)
+	default:
 	}
 }

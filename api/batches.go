@@ -156,6 +156,25 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		// rows do not hold a list for a day.
 		opts = append(opts, tasks.Deadline(time.Now().Add(min(within, tasks.MaxDeadlineAhead-time.Minute))))
 	}
+	// webhook: one signed POST when every row has ended (tasks.BatchStarted),
+	// checked like a callback URL, before any row is queued.
+	webhook := q.Get("webhook")
+	if q.Has("webhook") {
+		if err := tasks.CheckRequest(tasks.Request{Address: "check@example.com", CallbackURL: webhook}); err != nil {
+			writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "webhook", "webhook: "+strings.TrimPrefix(err.Error(), "tasks: "))
+			return
+		}
+		if s.cfg.CheckCallbackURL != nil {
+			if err := s.cfg.CheckCallbackURL(webhook); err != nil {
+				writeFieldError(w, http.StatusUnprocessableEntity, codeInvalidField, "webhook", "webhook: "+err.Error())
+				return
+			}
+		}
+	}
+	id := newBatchID()
+	if webhook != "" {
+		opts = append(opts, tasks.Batch(id))
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
 		mt = ""
@@ -207,7 +226,6 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	id := newBatchID()
 	resp := batchResponse{ID: id, StatusURL: "/v1/batches/" + id, ResultsURL: "/v1/batches/" + id + "/results", Rejected: []rejectedRow{}}
 	vals := make([]any, len(stored))
 	for i, sr := range stored {
@@ -230,7 +248,14 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	pipe.RPush(r.Context(), key+":rows", vals...)
 	pipe.Expire(r.Context(), key, s.cfg.Retention)
 	pipe.Expire(r.Context(), key+":rows", s.cfg.Retention)
-	if _, err := pipe.Exec(r.Context()); err != nil {
+	var err2 error
+	if webhook != "" {
+		err2 = s.client.BatchStarted(r.Context(), id, resp.Accepted, webhook)
+	}
+	if err2 == nil {
+		_, err2 = pipe.Exec(r.Context())
+	}
+	if err := err2; err != nil {
 		logger(r.Context()).Warn("storing batch failed", "err", err)
 		// Without a record the client cannot follow the rows already
 		// queued: take them back (best effort, Redis may still be away)

@@ -160,6 +160,7 @@ type enqueueOptions struct {
 	transcript bool
 	delay      time.Duration
 	owner      string
+	batch      string
 }
 
 // Queue puts the task in QueueCritical, QueueDefault or QueueBulk.
@@ -265,7 +266,7 @@ func CheckRequest(req Request, opts ...Option) error {
 func buildPayload(req Request, o enqueueOptions) (ValidatePayload, error) {
 	p := ValidatePayload{V: PayloadVersion, RequestID: req.RequestID, Input: req.Address,
 		RespondBy: o.respondBy, Fresh: o.fresh, Transcript: o.transcript, EnqueuedAt: time.Now().UTC(),
-		Owner: o.owner}
+		Owner: o.owner, Batch: o.batch}
 	if !isPriority(o.queue) {
 		return p, &RequestError{Field: "queue", Reason: fmt.Sprintf("unknown queue %q (want critical, default or bulk)", o.queue)}
 	}

@@ -57,6 +57,9 @@ type ValidatePayload struct {
 	// may read the result (docs/design.md, README "Tenancy"). Empty for
 	// tasks queued without the API.
 	Owner string `json:"owner,omitempty"`
+	// Batch is the id of the batch this task is a row of (Batch option):
+	// its end counts towards the batch's webhook.
+	Batch string `json:"batch,omitempty"`
 }
 
 // CallbackPayload is the JSON payload of an email:callback task: one signed

@@ -645,6 +645,13 @@ func (w *Worker) finishEncoded(ctx context.Context, t *asynq.Task, p tasks.Valid
 		}
 	}
 	w.notify(ctx, res)
+	if p.Batch != "" {
+		// The row counts towards its batch's webhook (tasks.BatchStarted).
+		queue, _ := asynq.GetQueueName(ctx)
+		if err := tasks.BatchRowEnded(ctx, w.rdb, w.client, queue, p.Batch, res.TaskID); err != nil {
+			return &InfraError{Err: fmt.Errorf("counting the batch row: %w", err)}
+		}
+	}
 	if p.CallbackURL == "" {
 		return nil
 	}
