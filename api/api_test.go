@@ -651,7 +651,7 @@ func TestBatchProgressAndResults(t *testing.T) {
 		Columns  map[string]string `json:"columns"`
 		Decision string            `json:"decision"`
 	}](t, []byte(strings.SplitN(string(body), "\n", 2)[0]))
-	if first.Columns["name"] != "Alice" || first.Columns["State"] != "CA" || first.Decision != "accept" {
+	if first.Columns["name"] != "Alice" || first.Columns["input_State"] != "CA" || first.Decision != "accept" {
 		t.Errorf("NDJSON row 1: %+v, want its columns and decision", first)
 	}
 }
@@ -997,5 +997,37 @@ func TestBatchWebhook(t *testing.T) {
 	case d := <-got:
 		t.Errorf("a second webhook: %+v", d)
 	default:
+	}
+}
+
+// TestBatchExtraColumns: repeated and clashing column names all come back,
+// under distinct names, and so do fields past the header; a formula behind
+// a space is defused too (the CSV reader trims it; a spreadsheet would).
+func TestBatchExtraColumns(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	resp, body := b.do(t, "POST", "/v1/batches", keyA, "text/csv", "email,name,name,line\na@example.test,A1,A2,L,EXTRA, =HYPERLINK(1)\n")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	a := mustJSON[batchAccepted](t, body)
+	_, body = b.do(t, "GET", a.ResultsURL+"?format=csv", keyA, "", nil)
+	recs, err := csv.NewReader(strings.NewReader(string(body))).ReadAll()
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("%v %q", err, body)
+	}
+	n := len(recs[0])
+	if got := recs[0][n-5:]; !slices.Equal(got, []string{"name", "input_name", "input_line", "column_5", "column_6"}) {
+		t.Errorf("extra column names %q", got)
+	}
+	if got := recs[1][n-5:]; !slices.Equal(got, []string{"A1", "A2", "L", "EXTRA", "'=HYPERLINK(1)"}) {
+		t.Errorf("extra values %q", got)
+	}
+	_, body = b.do(t, "GET", a.ResultsURL+"?format=ndjson", keyA, "", nil)
+	row := mustJSON[struct {
+		Columns map[string]string `json:"columns"`
+	}](t, body)
+	if row.Columns["name"] != "A1" || row.Columns["input_name"] != "A2" || row.Columns["column_5"] != "EXTRA" || len(row.Columns) != 5 {
+		t.Errorf("NDJSON columns %v", row.Columns)
 	}
 }

@@ -250,13 +250,16 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	pipe.Expire(r.Context(), key+":rows", s.cfg.Retention)
 	var err2 error
 	if webhook != "" {
-		err2 = s.client.BatchStarted(r.Context(), id, resp.Accepted, webhook)
+		err2 = s.client.BatchStarted(r.Context(), id, queue, resp.Accepted, webhook)
 	}
 	if err2 == nil {
 		_, err2 = pipe.Exec(r.Context())
 	}
 	if err := err2; err != nil {
 		logger(r.Context()).Warn("storing batch failed", "err", err)
+		if webhook != "" {
+			s.client.BatchForget(context.WithoutCancel(r.Context()), id, queue) // best effort
+		}
 		// Without a record the client cannot follow the rows already
 		// queued: take them back (best effort, Redis may still be away)
 		// so that the 503 is true, and say so when some stay.
@@ -484,6 +487,7 @@ func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 	col := 0
 	var rows []parsedRow
 	var columns []string
+	maxExtra := 0
 	first := true
 	for len(rows) <= limit {
 		rec, err := cr.Read()
@@ -510,20 +514,15 @@ func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue
 		}
-		pr := parsedRow{line: line, columns: columns}
-		if columns != nil {
-			pr.extra = make([]string, len(columns))
-			j := 0
-			for i, v := range rec {
-				if i == col {
-					continue
-				}
-				if j < len(pr.extra) {
-					pr.extra[j] = v
-				}
-				j++
+		pr := parsedRow{line: line}
+		// Every other field comes back with the row's result, also those
+		// past the header (named by position below).
+		for i, v := range rec {
+			if i != col {
+				pr.extra = append(pr.extra, v)
 			}
 		}
+		maxExtra = max(maxExtra, len(pr.extra))
 		if col >= len(rec) {
 			pr.input = strings.Join(rec, ",")
 			pr.err = fmt.Sprintf("no column %d in this row", col+1)
@@ -533,7 +532,44 @@ func parseCSVRows(body []byte, limit int) ([]parsedRow, error) {
 		}
 		rows = append(rows, pr)
 	}
+	if len(rows) > 0 && maxExtra > 0 {
+		// Fields without a header name are named by their position.
+		for j := len(columns); j < maxExtra; j++ {
+			pos := j + 1 // 1-based input column of the j-th other field
+			if j >= col {
+				pos++
+			}
+			columns = append(columns, fmt.Sprintf("column_%d", pos))
+		}
+		rows[0].columns = columns
+	}
 	return rows, nil
+}
+
+// displayColumns names the input's other columns in the results: their own
+// names, with "input_" before one of ours and a number after a repeat, so
+// no two columns share a name and none is lost.
+func displayColumns(cols []string) []string {
+	taken := map[string]bool{}
+	for _, c := range resultColumns {
+		taken[c] = true
+	}
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		name := c
+		if name == "" {
+			name = fmt.Sprintf("column_%d", i+2)
+		}
+		if taken[strings.ToLower(name)] {
+			name = "input_" + name
+		}
+		for n := 2; taken[strings.ToLower(name)]; n++ {
+			name = fmt.Sprintf("%s_%d", strings.TrimSuffix(name, fmt.Sprintf("_%d", n-1)), n)
+		}
+		taken[strings.ToLower(name)] = true
+		out[i] = name
+	}
+	return out
 }
 
 func csvHeader(rec []string) (bool, int) {
@@ -776,12 +812,13 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	names := displayColumns(b.columns)
 	lines := make([]resultLine, 0, len(b.rows))
 	for _, sr := range b.rows {
 		rl := resultLine{Line: sr.Line, Input: sr.Input, TaskID: sr.TaskID}
-		if len(b.columns) > 0 {
-			rl.Columns = make(map[string]string, len(b.columns))
-			for i, name := range b.columns {
+		if len(names) > 0 {
+			rl.Columns = make(map[string]string, len(names))
+			for i, name := range names {
 				if i < len(sr.Extra) {
 					rl.Columns[name] = sr.Extra[i]
 				}
@@ -827,14 +864,7 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	// "input_" before a name that is one of ours), so a spreadsheet of
 	// names and user ids comes back whole.
 	header := append([]string(nil), resultColumns...)
-	ours := map[string]bool{}
-	for _, c := range resultColumns {
-		ours[c] = true
-	}
-	for _, c := range b.columns {
-		if ours[strings.ToLower(c)] {
-			c = "input_" + c
-		}
+	for _, c := range names {
 		header = append(header, csvCell(c))
 	}
 	_ = cw.Write(header)
@@ -864,7 +894,8 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 // (termsafe): a CSV is read in spreadsheets and terminals alike, and NUL
 // or ESC from a remote server belongs in neither.
 func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r\n", rune(s[0])) {
+	// Spreadsheets may trim leading spaces on import: look past them.
+	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
 		s = "'" + s
 	}
 	return termsafe.String(s)
@@ -873,7 +904,7 @@ func csvCell(s string) string {
 // finishWithin is the batch's time to finish: the request's finish_within
 // (a Go duration, or seconds) or the server's BatchFinishWithin.
 func (s *Server) finishWithin(w http.ResponseWriter, raw string, present bool) (time.Duration, bool) {
-	if !present {
+	if !present || raw == "" {
 		return s.cfg.BatchFinishWithin, true
 	}
 	d, err := time.ParseDuration(raw)
@@ -885,8 +916,8 @@ func (s *Server) finishWithin(w http.ResponseWriter, raw string, present bool) (
 		}
 		d = time.Duration(min(f, tasks.MaxDeadlineAhead.Seconds()+1) * float64(time.Second))
 	}
-	if d <= 0 || d > tasks.MaxDeadlineAhead {
-		writeFieldError(w, http.StatusBadRequest, codeInvalidField, "finish_within", fmt.Sprintf("finish_within: want more than 0 and at most %s", tasks.MaxDeadlineAhead))
+	if most := tasks.MaxDeadlineAhead - time.Minute; d < time.Second || d > most {
+		writeFieldError(w, http.StatusBadRequest, codeInvalidField, "finish_within", fmt.Sprintf("finish_within: want 1s to %s", most))
 		return 0, false
 	}
 	return d, true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxprobe/mxprobe/api"
 	"github.com/mxprobe/mxprobe/internal/testenv/smtptest"
 )
 
@@ -64,5 +65,14 @@ func TestBatchCSVIsTerminalAndSpreadsheetSafe(t *testing.T) {
 	_, nd := b.do(t, "GET", a.ResultsURL+"?format=ndjson", keyA, "", nil)
 	if !strings.Contains(string(nd), `\u001b[2J\u0000`) {
 		t.Errorf("NDJSON should keep the raw text (JSON-escaped):\n%s", nd)
+	}
+}
+
+func TestCSVCellLooksPastLeadingSpaces(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{" =1+1": "' =1+1", "  @SUM(A1)": "'  @SUM(A1)", " plain": " plain", "": ""} {
+		if got := api.CSVCell(in); got != want {
+			t.Errorf("csvCell(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -25,3 +25,4 @@ func (s *Server) SetClock(now func() time.Time) { s.now = now }
 
 // IPBucket is ipBucket, for tests.
 var IPBucket = ipBucket
+var CSVCell = csvCell

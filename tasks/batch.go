@@ -16,13 +16,15 @@ import (
 // batch-done webhook, exactly once:
 //
 //	mxprobe:batch:{id}       hash: total (rows queued), webhook (URL or ""), fired
-//	mxprobe:batch:{id}:rows  set of the task ids that ended
+//	mxprobe:batch:{id}:rows  set of the task ids that ended (dropped once fired)
 //
 // The hash tag keeps both in one Cluster slot. A row's end is counted once
 // however often its task runs (at least once), and "fired" is set with the
 // count in one script, so a webhook is enqueued once even when the last row
 // ends while the producer is still recording the batch (BatchStarted sees
-// every row done and fires itself).
+// every row done and fires itself). The webhook is queued before it is
+// marked sent, so a failure in between is repaired by the next row end or
+// the task's retry (the callback's task id keeps it to one).
 
 // Batch marks a task as a row of batch id (see BatchStarted).
 func Batch(id string) Option { return func(o *enqueueOptions) { o.batch = id } }
@@ -51,9 +53,14 @@ func batchKeys(id string) []string {
 
 // batchScript records a row's end (ARGV[1] "row", ARGV[2] its task id) or
 // the batch's start (ARGV[1] "start", ARGV[2] the rows queued, ARGV[3] the
-// webhook) and returns {1, webhook} when the batch is done and this call is
-// the one to fire, else {0, ""}. ARGV[4] is the keys' TTL in ms.
+// webhook) and returns {1, webhook, total} when every row has ended and the
+// webhook is not yet queued, else {0, "", 0}. ARGV[4] is the keys' TTL in
+// ms. It does not mark the webhook sent: the caller queues it first (its
+// task id makes a second queueing a no-op) and then calls batchSentScript,
+// so a failure in between leaves the next row end, or the task's retry, to
+// queue it again.
 var batchScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'fired') then return {0, '', 0} end
 if ARGV[1] == 'row' then
   redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -62,51 +69,73 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '-1')
-if total < 0 then return {0, ''} end
-if redis.call('SCARD', KEYS[2]) >= total and redis.call('HSETNX', KEYS[1], 'fired', '1') == 1 then
-  return {1, redis.call('HGET', KEYS[1], 'webhook') or ''}
+if total < 0 then return {0, '', 0} end
+if redis.call('SCARD', KEYS[2]) >= total then
+  return {1, redis.call('HGET', KEYS[1], 'webhook') or '', total}
 end
-return {0, ''}
+return {0, '', 0}
 `)
 
-func runBatch(ctx context.Context, rdb redis.UniversalClient, id, mode, arg, webhook string, ttl time.Duration) (string, bool, error) {
+// batchSentScript marks the webhook queued and drops the set of ended rows,
+// which is no longer needed.
+var batchSentScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], 'fired', '1')
+redis.call('DEL', KEYS[2])
+return 1
+`)
+
+func runBatch(ctx context.Context, rdb redis.UniversalClient, id, mode, arg, webhook string, ttl time.Duration) (string, int, bool, error) {
 	r, err := batchScript.Run(ctx, rdb, batchKeys(id), mode, arg, webhook, ttl.Milliseconds()).Slice()
 	if err != nil {
-		return "", false, fmt.Errorf("batch %s: %w", id, err)
+		return "", 0, false, fmt.Errorf("batch %s: %w", id, err)
 	}
-	if len(r) != 2 {
-		return "", false, errors.New("batch script: unexpected reply")
+	if len(r) != 3 {
+		return "", 0, false, errors.New("batch script: unexpected reply")
 	}
 	fire, _ := r[0].(int64)
 	url, _ := r[1].(string)
-	return url, fire == 1, nil
+	total, _ := r[2].(int64)
+	return url, int(total), fire == 1, nil
+}
+
+// fireBatch queues the webhook of a batch found done, then marks it sent.
+func fireBatch(ctx context.Context, rdb redis.UniversalClient, ac *asynq.Client, queue, id, url string, total int) error {
+	if url != "" {
+		if err := EnqueueBatchCallback(ctx, ac, queue, id, url, total); err != nil {
+			return err
+		}
+	}
+	return batchSentScript.Run(ctx, rdb, batchKeys(id)).Err()
 }
 
 // BatchStarted records that batch id has total rows queued (tasks made
-// with the Batch option) and, when webhook is not empty, that it is to be
-// told when they have all ended. It is called once the rows are queued;
-// if they have all ended by then, it enqueues the webhook itself.
-func (c *Client) BatchStarted(ctx context.Context, id string, total int, webhook string) error {
-	url, fire, err := runBatch(ctx, c.rdb, id, "start", fmt.Sprint(total), webhook, max(c.retention, BatchKeepFor))
-	if err != nil || !fire || url == "" {
+// with the Batch option) in queue and, when webhook is not empty, that it
+// is to be told when they have all ended. It is called once the rows are
+// queued; if they have all ended by then, it enqueues the webhook itself.
+func (c *Client) BatchStarted(ctx context.Context, id, queue string, total int, webhook string) error {
+	url, n, fire, err := runBatch(ctx, c.rdb, id, "start", fmt.Sprint(total), webhook, max(c.retention, BatchKeepFor))
+	if err != nil || !fire {
 		return err
 	}
-	return EnqueueBatchCallback(ctx, c.ac, QueueDefault, id, url, total)
+	return fireBatch(ctx, c.rdb, c.ac, queue, id, url, n)
+}
+
+// BatchForget removes a batch's completion record and its webhook task, if
+// queued: the producer could not record the batch after all.
+func (c *Client) BatchForget(ctx context.Context, id, queue string) {
+	_ = c.rdb.Del(ctx, batchKeys(id)...).Err()
+	_ = c.insp.DeleteTask(queue, "cb_batch_"+id)
 }
 
 // BatchRowEnded records that a row of batch id ended with a final result;
 // when that was the last one and the batch has a webhook, it enqueues the
 // webhook on ac (the worker's client) in queue.
 func BatchRowEnded(ctx context.Context, rdb redis.UniversalClient, ac *asynq.Client, queue, id, taskID string) error {
-	url, fire, err := runBatch(ctx, rdb, id, "row", taskID, "", BatchKeepFor)
-	if err != nil || !fire || url == "" {
+	url, total, fire, err := runBatch(ctx, rdb, id, "row", taskID, "", BatchKeepFor)
+	if err != nil || !fire {
 		return err
 	}
-	total, err := rdb.HGet(ctx, batchKeys(id)[0], "total").Int()
-	if err != nil {
-		return fmt.Errorf("batch %s: %w", id, err)
-	}
-	return EnqueueBatchCallback(ctx, ac, queue, id, url, total)
+	return fireBatch(ctx, rdb, ac, queue, id, url, total)
 }
 
 // EnqueueBatchCallback enqueues the signed POST of a BatchDone to url, one

@@ -329,7 +329,7 @@ func (o *checkOutput) write(r validator.Result) error {
 // is a formula to spreadsheets) and escapes control characters, as the
 // API's CSV does: inputs and server replies are untrusted.
 func spreadsheetSafe(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r\n", rune(s[0])) {
+	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
 		s = "'" + s
 	}
 	return termsafe.String(s)
