@@ -153,10 +153,17 @@ type Result struct {
 	// Cached is true when the verdict came from the result cache without
 	// SMTP traffic; SharedWith names the task whose probe answered this one
 	// when two requests for one address were in flight together.
-	Cached        bool            `json:"cached,omitempty"`
-	SharedWith    string          `json:"shared_with,omitempty"`
-	NextAttemptAt time.Time       `json:"next_attempt_at,omitzero"`
-	Metadata      json.RawMessage `json:"metadata,omitempty"`
+	Cached        bool      `json:"cached,omitempty"`
+	SharedWith    string    `json:"shared_with,omitempty"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	// The sign-up decision for a final result, under the worker's policy
+	// (package signup, docs/signup.md): accept, reject or suggest, why, a
+	// message for a form, and the corrected address.
+	Decision       string          `json:"decision,omitempty"`
+	DecisionReason string          `json:"decision_reason,omitempty"`
+	Message        string          `json:"message,omitempty"`
+	DidYouMean     string          `json:"did_you_mean,omitempty"`
+	Metadata       json.RawMessage `json:"metadata,omitempty"`
 	Check
 }
 

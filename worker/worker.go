@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
 )
@@ -30,6 +31,13 @@ type Config struct {
 	// Concurrency is how many tasks run at once (default 64: the work waits
 	// on remote servers, not on CPU).
 	Concurrency int
+	// SignupPolicy decides the sign-up decision every final result carries
+	// (default signup.DefaultPolicy: reject disposable addresses). Give the
+	// API the same.
+	SignupPolicy signup.Policy
+	// SignupPolicySet says SignupPolicy was given (the zero Policy rejects
+	// nothing, which is a valid choice).
+	SignupPolicySet bool
 	// Queues weights the queues (default critical 6, default 3, bulk 1).
 	// Each priority named here is consumed in all its shards, each shard
 	// with the priority's weight.
@@ -138,6 +146,9 @@ func New(rdb redis.UniversalClient, v Validator, cfg Config) (*Worker, error) {
 	}
 	if cfg.Concurrency == 0 {
 		w.cfg.Concurrency = 64
+	}
+	if !cfg.SignupPolicySet {
+		w.cfg.SignupPolicy = signup.DefaultPolicy()
 	}
 	if w.cfg.Concurrency < 0 {
 		return nil, errors.New("worker: Concurrency must be positive")
@@ -461,6 +472,7 @@ func (w *Worker) processValidate(ctx context.Context, t *asynq.Task) error {
 	// One encoding serves the asynq result and the callback body, and the
 	// cache too when the request carries no metadata or request id (settle
 	// re-encodes without them otherwise).
+	w.decide(&res)
 	b, err := json.Marshal(res)
 	if err != nil {
 		return &TemporaryError{Reason: "encoding result: " + err.Error()}
@@ -625,6 +637,7 @@ func (w *Worker) finishDenied(ctx context.Context, t *asynq.Task, p tasks.Valida
 // If the worker dies between these steps the task runs again and does them
 // again; the callback's event id (the task id) lets receivers de-duplicate.
 func (w *Worker) finish(ctx context.Context, t *asynq.Task, p tasks.ValidatePayload, res tasks.Result) error {
+	w.decide(&res)
 	b, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("encoding result: %w", err)
@@ -787,4 +800,14 @@ func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "compone
 func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
 func (a asynqLogger) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}
+
+// decide adds the sign-up decision to a final result (docs/signup.md), so
+// that callbacks and readers of the result carry it too.
+func (w *Worker) decide(res *tasks.Result) {
+	if !res.Final {
+		return
+	}
+	a := signup.Decide(res.Input, &res.Check, true, w.cfg.SignupPolicy)
+	res.Decision, res.DecisionReason, res.Message, res.DidYouMean = string(a.Decision), a.Reason, a.Message, a.DidYouMean
 }

@@ -228,10 +228,10 @@ func TestValidAndInvalidThroughTheQueue(t *testing.T) {
 		RcptDefault: notFound,
 	}})
 	for _, tt := range []struct {
-		addr, verdict, reason string
+		addr, verdict, reason, decision string
 	}{
-		{"alice@example.test", tasks.VerdictValid, "mailbox_exists"},
-		{"bob@example.test", tasks.VerdictInvalid, "mailbox_not_found"},
+		{"alice@example.test", tasks.VerdictValid, "mailbox_exists", "accept"},
+		{"bob@example.test", tasks.VerdictInvalid, "mailbox_not_found", "reject"},
 	} {
 		id := b.enqueue(t, tt.addr)
 		st := b.wait(t, id)
@@ -248,6 +248,10 @@ func TestValidAndInvalidThroughTheQueue(t *testing.T) {
 		cb := b.receiver.next(t)
 		if cb.TaskID != id || cb.Verdict != tt.verdict {
 			t.Errorf("%s: callback %+v", tt.addr, cb)
+		}
+		// The sign-up decision rides on the result and the callback.
+		if r.Decision != tt.decision || cb.Decision != tt.decision || (tt.decision == "reject") != (cb.Message != "") {
+			t.Errorf("%s: decision %q / callback %q %q, want %s", tt.addr, r.Decision, cb.Decision, cb.Message, tt.decision)
 		}
 	}
 	if n := b.smtp.Commands("DATA"); n != 0 {

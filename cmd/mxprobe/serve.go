@@ -42,9 +42,6 @@ type serveFlags struct {
 	maxWait         time.Duration
 	validateWait    time.Duration
 	validateMaxWait time.Duration
-	rejectDispos    bool
-	rejectRole      bool
-	rejectFree      bool
 	publishable     string
 	pkIPQuota       int
 	batchMaxRows    int
@@ -72,9 +69,6 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.maxWait, "max-wait", 30*time.Second, "cap of the wait parameter of POST /v1/validations")
 	fs.DurationVar(&f.validateWait, "validate-wait", 3*time.Second, "sign-up form's time budget: how long POST /validate waits for a verdict before it answers accept, final false")
 	fs.DurationVar(&f.validateMaxWait, "validate-max-wait", 10*time.Second, "cap of the wait parameter of POST /validate")
-	fs.BoolVar(&f.rejectDispos, "reject-disposable", true, "sign-up decision: reject disposable addresses")
-	fs.BoolVar(&f.rejectRole, "reject-role", false, "sign-up decision: reject role accounts (info@, sales@ …)")
-	fs.BoolVar(&f.rejectFree, "reject-free", false, "sign-up decision: reject free consumer providers (for B2B sign-ups)")
 	fs.StringVar(&f.publishable, "publishable-keys", "", "keys a browser may use for POST /validate, with their origins: id=https://shop.example[,origin…][;id=…]")
 	fs.IntVar(&f.pkIPQuota, "publishable-ip-quota", api.DefaultPublishableIPQuota, "requests per minute per client IP with publishable keys (-1: no limit)")
 	fs.IntVar(&f.batchMaxRows, "batch-max-rows", 10_000, "most rows in one batch")
@@ -225,7 +219,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			BatchFinishWithin: f.batchFinish,
 			MaxWait:           f.maxWait, ValidateWait: f.validateWait, ValidateMaxWait: f.validateMaxWait, MaxBatchRows: f.batchMaxRows, Retention: f.retention,
 			Publishable: pubKeys, PublishableIPQuota: f.pkIPQuota,
-			SignupPolicy: &signup.Policy{RejectDisposable: f.rejectDispos, RejectRole: f.rejectRole, RejectFree: f.rejectFree},
+			SignupPolicy: &signup.Policy{RejectDisposable: f.worker.rejectDispos, RejectRole: f.worker.rejectRole, RejectFree: f.worker.rejectFree},
 			QueueShards:  f.worker.queueShards,
 			BodyTimeout:  f.bodyTimeout, BatchBodyTimeout: f.batchBodyTime,
 			AuthFailuresPerIP: f.authFailIP, AuthFailuresPerKey: f.authFailKey,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxprobe/mxprobe/internal/redact"
 	"github.com/mxprobe/mxprobe/ratelimit"
+	"github.com/mxprobe/mxprobe/signup"
 	"github.com/mxprobe/mxprobe/tasks"
 	"github.com/mxprobe/mxprobe/validator"
 	"github.com/mxprobe/mxprobe/worker"
@@ -45,6 +46,9 @@ type workerFlags struct {
 	shutdownTimeout time.Duration
 	schedInterval   time.Duration
 	limitDefault    string
+	rejectDispos    bool
+	rejectRole      bool
+	rejectFree      bool
 	limits          string
 	logFormat       string
 	logLevel        string
@@ -76,6 +80,9 @@ func (f *workerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.schedInterval, "scheduler-interval", time.Second, "how often due retries and rescheduled tasks return to their queue (asynq's default is 5s, which lets rate-limited tasks come back in clumps)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight probes may finish before they return to the queue")
 	fs.StringVar(&f.limitDefault, "limit-default", "10/1m:3:2", "default provider limit RATE/PERIOD:BURST:SESSIONS")
+	fs.BoolVar(&f.rejectDispos, "reject-disposable", true, "sign-up decision (every result, /validate): reject disposable addresses")
+	fs.BoolVar(&f.rejectRole, "reject-role", false, "sign-up decision: reject role accounts (info@, sales@ …)")
+	fs.BoolVar(&f.rejectFree, "reject-free", false, "sign-up decision: reject free consumer providers (for B2B sign-ups)")
 	fs.StringVar(&f.limits, "limits", "", "per-provider limits, comma-separated GROUP=RATE/PERIOD:BURST:SESSIONS (e.g. google.com=20/1m:5:3)")
 	fs.StringVar(&f.listURL, "disposable-list-url", "", "refresh the disposable-domain list from this URL in the background (default: the embedded copy only)")
 	fs.StringVar(&f.listCache, "disposable-list-cache", "", "file that keeps the last downloaded disposable-domain list across restarts")
@@ -293,6 +300,8 @@ func (f *workerFlags) build(rdb redis.UniversalClient, log *slog.Logger, adjust 
 		return nil, usagef("--callback-secret (or MXPROBE_CALLBACK_SECRET) is required: callbacks are signed with it")
 	}
 	wcfg.Concurrency = f.concurrency
+	wcfg.SignupPolicy = signup.Policy{RejectDisposable: f.rejectDispos, RejectRole: f.rejectRole, RejectFree: f.rejectFree}
+	wcfg.SignupPolicySet = true
 	wcfg.Retry = worker.RetryPolicy{FirstDelay: f.retryFirst, MaxDelay: f.retryMaxDelay, GiveUpAfter: f.retryGiveUp}
 	wcfg.ShutdownTimeout = f.shutdownTimeout
 	wcfg.AttemptTimeout = f.probe.timeout // --timeout: the whole check of one address
