@@ -269,9 +269,21 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, id string) bool {
 	if s.cfg.Quota <= 0 {
 		return true
 	}
+	return s.countInWindow(w, r, "quota:"+id, s.cfg.Quota, fmt.Sprintf("quota of %d requests per minute used up", s.cfg.Quota),
+		func(n int64) {
+			w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.Quota))
+			w.Header().Set("X-RateLimit-Remaining", strconv.FormatInt(max(int64(s.cfg.Quota)-n, 0), 10))
+		})
+}
+
+// countInWindow counts the request in a fixed one-minute window in Redis
+// (INCR + EXPIRE in one round trip, shared by every API process) under
+// name, and answers 429 with Retry-After and msg past limit, 503 when
+// Redis does not answer; headers (may be nil) sees the count before any
+// answer is written. It reports whether to go on.
+func (s *Server) countInWindow(w http.ResponseWriter, r *http.Request, name string, limit int, msg string, headers func(n int64)) bool {
 	now := s.now()
-	window := now.Unix() / 60
-	key := s.cfg.Prefix + "quota:" + id + ":" + strconv.FormatInt(window, 10)
+	key := s.cfg.Prefix + name + ":" + strconv.FormatInt(now.Unix()/60, 10)
 	pipe := s.rdb.TxPipeline()
 	incr := pipe.Incr(r.Context(), key)
 	pipe.Expire(r.Context(), key, 2*time.Minute)
@@ -280,16 +292,14 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, id string) bool {
 		writeUnavailable(w)
 		return false
 	}
-	if incr.Val() > int64(s.cfg.Quota) {
-		retry := 60 - now.Unix()%60
-		w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
-		w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.Quota))
-		w.Header().Set("X-RateLimit-Remaining", "0")
-		writeError(w, http.StatusTooManyRequests, codeQuotaExceeded, fmt.Sprintf("quota of %d requests per minute used up", s.cfg.Quota))
+	if headers != nil {
+		headers(incr.Val())
+	}
+	if incr.Val() > int64(limit) {
+		w.Header().Set("Retry-After", strconv.FormatInt(60-now.Unix()%60, 10))
+		writeError(w, http.StatusTooManyRequests, codeQuotaExceeded, msg)
 		return false
 	}
-	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.Quota))
-	w.Header().Set("X-RateLimit-Remaining", strconv.FormatInt(int64(s.cfg.Quota)-incr.Val(), 10))
 	return true
 }
 

@@ -888,18 +888,9 @@ func (s *Server) getBatchResults(w http.ResponseWriter, r *http.Request) {
 	cw.Flush()
 }
 
-// csvCell defuses spreadsheet formula injection: inputs and server replies
-// are untrusted, and a cell starting with = + - @ is a formula to Excel and
-// LibreOffice (OWASP "CSV Injection"). Control characters are escaped
-// (termsafe): a CSV is read in spreadsheets and terminals alike, and NUL
-// or ESC from a remote server belongs in neither.
-func csvCell(s string) string {
-	// Spreadsheets may trim leading spaces on import: look past them.
-	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
-		s = "'" + s
-	}
-	return termsafe.String(s)
-}
+// csvCell defuses spreadsheet formula injection and escapes control
+// characters (termsafe.Cell): inputs and server replies are untrusted.
+func csvCell(s string) string { return termsafe.Cell(s) }
 
 // finishWithin is the batch's time to finish: the request's finish_within
 // (a Go duration, or seconds) or the server's BatchFinishWithin.

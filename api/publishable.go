@@ -7,9 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // Publishable keys let a browser call POST /validate straight from a
@@ -151,29 +149,14 @@ func (s *Server) signupAuth(next http.Handler) http.Handler {
 	})
 }
 
-// allowIP is the per-client-IP quota of publishable keys: a fixed
-// one-minute window in Redis, as allow.
+// allowIP is the per-client-IP quota of publishable keys (countInWindow).
 func (s *Server) allowIP(w http.ResponseWriter, r *http.Request) bool {
 	limit := s.cfg.PublishableIPQuota
 	if limit <= 0 {
 		return true
 	}
-	now := s.now()
-	key := s.cfg.Prefix + "pkquota:ip:" + ipBucket(remoteIP(r)) + ":" + strconv.FormatInt(now.Unix()/60, 10)
-	pipe := s.rdb.TxPipeline()
-	incr := pipe.Incr(r.Context(), key)
-	pipe.Expire(r.Context(), key, 2*time.Minute)
-	if _, err := pipe.Exec(r.Context()); err != nil {
-		logger(r.Context()).Warn("quota counter unavailable", "err", err)
-		writeUnavailable(w)
-		return false
-	}
-	if incr.Val() > int64(limit) {
-		w.Header().Set("Retry-After", strconv.FormatInt(60-now.Unix()%60, 10))
-		writeError(w, http.StatusTooManyRequests, codeQuotaExceeded, fmt.Sprintf("quota of %d sign-up checks per minute from this address used up", limit))
-		return false
-	}
-	return true
+	return s.countInWindow(w, r, "pkquota:ip:"+ipBucket(remoteIP(r)), limit,
+		fmt.Sprintf("quota of %d sign-up checks per minute from this address used up", limit), nil)
 }
 
 // checkPublishable refuses publishable ids that are also secret key ids:

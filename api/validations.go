@@ -224,8 +224,15 @@ func (s *Server) getValidation(w http.ResponseWriter, r *http.Request) {
 }
 
 // decide is the sign-up decision for an address as typed and its latest
-// result (nil while none), under the server's policy.
+// result (nil while none): the one a final result carries, else decided
+// here under the server's policy (a check still running, bad syntax, a
+// result stored by a worker older than decisions).
 func (s *Server) decide(typed string, r *tasks.Result, final bool) *signup.Answer {
+	if r != nil && final && r.Decision != "" {
+		// Decided once, by the worker that stored the result (the same
+		// policy, given to both): the callback said the same.
+		return &signup.Answer{Decision: signup.Decision(r.Decision), Reason: r.DecisionReason, Message: r.Message, DidYouMean: r.DidYouMean}
+	}
 	var c *tasks.Check
 	if r != nil {
 		c = &r.Check

@@ -317,20 +317,10 @@ func (o *checkOutput) write(r validator.Result) error {
 			}
 			enh, text = r.SMTP.Enhanced, r.SMTP.Text
 		}
-		return o.fileCSV.Write([]string{spreadsheetSafe(r.Input), spreadsheetSafe(r.Address), string(r.Verdict), string(r.Reason),
-			spreadsheetSafe(r.MXHost), code, enh, spreadsheetSafe(text),
+		return o.fileCSV.Write([]string{termsafe.Cell(r.Input), termsafe.Cell(r.Address), string(r.Verdict), string(r.Reason),
+			termsafe.Cell(r.MXHost), code, enh, termsafe.Cell(text),
 			strconv.FormatBool(r.Flags.Disposable), strconv.FormatBool(r.Flags.RoleAccount), strconv.FormatBool(r.Flags.FreeProvider),
-			strconv.FormatBool(r.Flags.CatchAll), spreadsheetSafe(r.Error)})
+			strconv.FormatBool(r.Flags.CatchAll), termsafe.Cell(r.Error)})
 	}
 	return nil
-}
-
-// spreadsheetSafe defuses formula injection (a cell starting with = + - @
-// is a formula to spreadsheets) and escapes control characters, as the
-// API's CSV does: inputs and server replies are untrusted.
-func spreadsheetSafe(s string) string {
-	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
-		s = "'" + s
-	}
-	return termsafe.String(s)
 }

@@ -87,3 +87,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Cell makes s safe as a CSV cell: String, and a leading ' when s (past
+// leading spaces, which spreadsheets may trim on import) starts with one of
+// = + - @ or a tab, CR or LF, which a spreadsheet reads as a formula (OWASP
+// "CSV Injection").
+func Cell(s string) string {
+	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
+		s = "'" + s
+	}
+	return String(s)
+}
